@@ -1,0 +1,54 @@
+"""Engines behind one small interface: they read and write; the SQL they run is shared."""
+
+from __future__ import annotations
+
+from datetime import date
+from importlib import import_module
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from purchases.bronze import BronzeFile
+    from purchases.config import Settings
+    from purchases.storage import Lake
+
+
+class Engine(Protocol):
+    """What a processing engine must do. SQL handed to it is in DuckDB's dialect."""
+
+    name: str
+
+    def register_bronze(self, lake: Lake, files: list[BronzeFile]) -> None:
+        """Expose the files' records as `raw_rows` and unparseable ones as `malformed_rows`."""
+
+    def register_rows(self, name: str, columns: dict[str, str], rows: list[tuple[Any, ...]]) -> None:
+        """Expose a small in-memory table (FX rates) under `name`."""
+
+    def register_parquet(self, name: str, urls: list[str], columns: dict[str, str]) -> None:
+        """Expose Parquet files under `name`; an empty list gives an empty table of `columns`."""
+
+    def create_table(self, name: str, sql: str) -> None:
+        """Materialise a query once, for several consumers."""
+
+    def create_view(self, name: str, sql: str) -> None:
+        """Name a query without running it."""
+
+    def write_parquet(self, sql: str, url: str, *, partition_by: str | None = None) -> None:
+        """Write a query's rows as Parquet files under the folder `url`.
+
+        With partition_by, files go under `url/<col>=<value>/` and still hold the column
+        itself, so a file read on its own is complete (readers never rely on folder names).
+        """
+
+    def fetch(self, sql: str) -> list[tuple[Any, ...]]:
+        """Run a query with a small result and return its rows."""
+
+    def close(self) -> None: ...
+
+
+def open_engine(settings: Settings, **options: Any) -> Engine:
+    """The engine named in settings; heavy drivers are imported only here, lazily."""
+    module = import_module(f"purchases.engines.{settings.engine}_engine")
+    return module.create(settings, **options)
+
+
+__all__ = ["Engine", "open_engine", "date"]

@@ -1,0 +1,76 @@
+"""FX rates to AUD: loading and validating the rate table (DESIGN §3, Currency).
+
+The shipped table (``purchases/data/fx_rates.csv``) is ILLUSTRATIVE ONLY: fixed rates, USD 1.5
+as in the original design. Point PURCHASES_FX_RATES at your own table for real use.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from dataclasses import dataclass
+from datetime import date
+from decimal import Decimal, InvalidOperation
+from importlib import resources
+from pathlib import Path
+
+from purchases.errors import InputError
+
+_RATE = re.compile(r"^[0-9]{1,10}(\.[0-9]{1,8})?$")
+
+
+@dataclass(frozen=True)
+class FxRate:
+    currency: str
+    rate_to_aud: Decimal
+    valid_from: date
+
+
+def default_fx_path() -> Path:
+    return Path(str(resources.files("purchases") / "data" / "fx_rates.csv"))
+
+
+def load_fx_rates(path: Path | None = None) -> list[FxRate]:
+    """Read and validate an FX table; the rate used for a purchase is the latest valid_from.
+
+    Raises:
+        InputError: naming the file, line and field that is wrong.
+    """
+    path = path or default_fx_path()
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"FX table {path}: cannot read it ({exc.__class__.__name__})") from exc
+    reader = csv.DictReader(text.splitlines())
+    header = {(h or "").strip().lower() for h in reader.fieldnames or []}
+    missing = {"currency", "rate_to_aud", "valid_from"} - header
+    if missing:
+        raise InputError(f"FX table {path}: missing column(s) {', '.join(sorted(missing))}")
+    rates: list[FxRate] = []
+    seen: set[tuple[str, date]] = set()
+    for line, raw in enumerate(reader, start=2):
+        row = {(k or "").strip().lower(): (v or "").strip() for k, v in raw.items()}
+        currency = row["currency"].upper()
+        if not re.fullmatch(r"[A-Z]{3}", currency):
+            raise InputError(f"FX table {path}, line {line}: currency {currency!r} is not ISO")
+        if not _RATE.match(row["rate_to_aud"]):
+            raise InputError(
+                f"FX table {path}, line {line}: rate_to_aud {row['rate_to_aud']!r} must be a "
+                "plain decimal with at most 8 decimal places"
+            )
+        try:
+            rate = Decimal(row["rate_to_aud"])
+            valid_from = date.fromisoformat(row["valid_from"])
+        except (InvalidOperation, ValueError):
+            raise InputError(
+                f"FX table {path}, line {line}: valid_from {row['valid_from']!r} is not YYYY-MM-DD"
+            ) from None
+        if rate <= 0:
+            raise InputError(f"FX table {path}, line {line}: rate_to_aud must be > 0")
+        if (currency, valid_from) in seen:
+            raise InputError(f"FX table {path}, line {line}: {currency} {valid_from} repeated")
+        seen.add((currency, valid_from))
+        rates.append(FxRate(currency, rate, valid_from))
+    if not rates:
+        raise InputError(f"FX table {path}: no rates")
+    return rates
