@@ -31,7 +31,7 @@ class RunContext:
     lake: Lake
     run_id: str
     only_files: list[str] | None = None  # lake-relative bronze paths; None: every pending file
-    engine_factory: Callable[[Settings], Engine] = open_engine
+    engine_factory: Callable[[Settings, Lake], Engine] = open_engine
 
     @property
     def staging(self) -> str:
@@ -82,7 +82,7 @@ def bronze_to_silver(ctx: RunContext) -> StepResult:
         for obj, f in inspected
     }
     if readable:
-        engine = ctx.engine_factory(ctx.settings)
+        engine = ctx.engine_factory(ctx.settings, ctx.lake)
         try:
             _validate(ctx, engine, readable, commits, outcomes)
         finally:
@@ -214,7 +214,7 @@ def silver_to_gold(ctx: RunContext) -> StepResult:
     staged_silver = [p for p in lake.list_files(f"{ctx.staging}/silver") if p.endswith(".parquet")]
     customers_changed = 0
     if staged_silver:
-        engine = ctx.engine_factory(ctx.settings)
+        engine = ctx.engine_factory(ctx.settings, ctx.lake)
         try:
             engine.register_parquet("batch_silver", [lake.url(p) for p in staged_silver],
                                     SILVER_COLUMNS)

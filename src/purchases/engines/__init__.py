@@ -45,10 +45,10 @@ class Engine(Protocol):
     def close(self) -> None: ...
 
 
-def open_engine(settings: Settings, **options: Any) -> Engine:
+def open_engine(settings: Settings, lake: Lake | None = None, **options: Any) -> Engine:
     """The engine named in settings; heavy drivers are imported only here, lazily."""
     module = import_module(f"purchases.engines.{settings.engine}_engine")
-    return module.create(settings, **options)
+    return module.create(settings, lake, **options)
 
 
 __all__ = ["Engine", "open_engine", "date"]

@@ -25,8 +25,8 @@ class DuckDBEngine:
 
     name = "duckdb"
 
-    def __init__(self, *, memory_limit: str = "1GB", threads: int | None = None,
-                 temp_directory: str | None = None) -> None:
+    def __init__(self, lake: Lake | None = None, *, memory_limit: str = "1GB",
+                 threads: int | None = None, temp_directory: str | None = None) -> None:
         config: dict[str, Any] = {
             "memory_limit": memory_limit,
             # Never fetch an extension at run time: parquet/json ship inside the wheel.
@@ -37,7 +37,9 @@ class DuckDBEngine:
         if threads:
             config["threads"] = threads
         self.con = duckdb.connect(":memory:", config=config)
-        self._temp = 0
+        if lake is not None and not lake.is_local:
+            # Object stores go through the lake's fsspec file system: no httpfs download.
+            self.con.register_filesystem(lake.fs)
 
     # --- reading -------------------------------------------------------------------------
 
@@ -135,5 +137,55 @@ def _translate(exc: duckdb.Error) -> Exception:
     return PermanentError(f"DuckDB error: {message}")
 
 
-def create(settings: Settings, **options: Any) -> DuckDBEngine:
-    return DuckDBEngine(memory_limit=settings.memory_limit, **options)
+def create(settings: Settings, lake: Lake | None = None, **options: Any) -> DuckDBEngine:
+    return DuckDBEngine(lake, memory_limit=settings.memory_limit, **options)
+
+
+def lake_query(lake: Lake, sql: str, params: list[Any] | None = None) -> list[dict[str, Any]]:
+    """Run SQL over the lake's layers as views (the embedded stand-in for Athena).
+
+    Views: bronze (raw CSV text), silver, quarantine, gold (every published change set, with
+    year/month/day) and customers (current per-customer state).
+    """
+    from purchases import catalog
+    from purchases.contract import (
+        CUSTOMER_STATE_COLUMNS,
+        GOLD_COLUMNS,
+        QUARANTINE_COLUMNS,
+        SILVER_COLUMNS,
+    )
+
+    engine = DuckDBEngine(lake, memory_limit="1GB")
+    try:
+        def files(prefix: str) -> list[str]:
+            return [lake.url(p) for p in lake.list_files(prefix) if p.endswith(".parquet")
+                    and not p.rsplit("/", 1)[-1].startswith(".")]
+
+        engine.register_parquet("silver", files("silver"), SILVER_COLUMNS)
+        engine.register_parquet("quarantine", files("quarantine"), QUARANTINE_COLUMNS)
+        engine.register_parquet("customers",
+                                [lake.url(p) for p in catalog.customer_state_files(
+                                    catalog.load_commits(lake))], CUSTOMER_STATE_COLUMNS)
+        gold = files("gold")
+        if gold:
+            listing = "[" + ", ".join(_lit(u) for u in gold) + "]"
+            engine.create_view("gold", f"SELECT * FROM read_parquet({listing}, "
+                                       "hive_partitioning=true)")
+        else:
+            engine.register_parquet("gold", [], GOLD_COLUMNS)
+        bronze = [lake.url(o.path) for o in lake.list_bronze()]
+        if bronze:
+            listing = "[" + ", ".join(_lit(u) for u in bronze) + "]"
+            engine.create_view("bronze", f"SELECT * FROM read_csv({listing}, all_varchar=true, "
+                                         "union_by_name=true, ignore_errors=true, "
+                                         "filename=true, null_padding=true)")
+        else:
+            engine.create_view("bronze", "SELECT CAST(NULL AS VARCHAR) AS filename WHERE false")
+        try:
+            cursor = engine.con.execute(sql, params or [])
+        except duckdb.Error as exc:
+            raise _translate(exc) from exc
+        names = [d[0] for d in cursor.description or []]
+        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+    finally:
+        engine.close()
