@@ -71,3 +71,77 @@ def java_available() -> bool:
 
 def unique_name(prefix: str) -> str:
     return f"{prefix}_{uuid.uuid4().hex[:8]}"
+
+
+# --- a harness to land CSV text, run the pipeline and read every layer back ----------------
+
+
+class Harness:
+    """Drives the real pipeline (DuckDB, Parquet, SQLite) for one test's home folder."""
+
+    def __init__(self, settings: Settings, tmp_path: Path) -> None:
+        self.settings = settings
+        self.inbox = tmp_path / "inbox"
+        self.inbox.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def lake(self):
+        from purchases.storage import Lake
+
+        return Lake(self.settings.lake_uri)
+
+    def write(self, name: str, content: str | bytes) -> Path:
+        path = self.inbox / name
+        if name.endswith(".gz"):
+            import gzip
+
+            data = content.encode() if isinstance(content, str) else content
+            path.write_bytes(gzip.compress(data, mtime=0))
+        elif isinstance(content, bytes):
+            path.write_bytes(content)
+        else:
+            path.write_text(content, encoding="utf-8", newline="")
+        return path
+
+    def land(self, name: str, content: str | bytes, day: str = "2024-01-15") -> Path:
+        from datetime import date
+
+        from purchases.bronze import land
+
+        path = self.write(name, content)
+        land(self.lake, [path], date.fromisoformat(day))
+        return path
+
+    def run(self):
+        from purchases.orchestrator import run_pipeline
+
+        return run_pipeline(self.settings)
+
+    def table(self, layer: str) -> list[dict]:
+        import pyarrow.parquet as pq
+
+        rows: list[dict] = []
+        for rel in self.lake.list_files(layer):
+            if rel.endswith(".parquet") and "/." not in rel:
+                rows.extend(pq.read_table(self.lake.full(rel)).to_pylist())
+        return rows
+
+    def silver(self) -> list[dict]:
+        return sorted(self.table("silver"), key=lambda r: r["purchase_id"])
+
+    def quarantine(self) -> list[dict]:
+        return self.table("quarantine")
+
+    def summary(self) -> dict[int, dict]:
+        from purchases import serving
+
+        with serving.connect(self.settings) as db:
+            return {r["customer_id"]: r for r in db.summary()}
+
+
+HEADER = "customer_id,first_name,last_name,email,purchase_id,purchase_date,amount,currency\n"
+
+
+@pytest.fixture
+def harness(settings: Settings, tmp_path: Path) -> Harness:
+    return Harness(settings, tmp_path)

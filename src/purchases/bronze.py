@@ -120,13 +120,18 @@ def inspect(lake: Lake, obj: BronzeObject) -> BronzeFile:
                 digest.update(chunk)
                 if bad_utf8 is None:
                     bad_utf8 = _check_utf8(decoder, inflate, chunk)
+        if inflate is not None and not inflate.eof:
+            raise EOFError("truncated or corrupt gzip data")
         if bad_utf8 is None:
             bad_utf8 = _check_utf8(decoder, None, b"", final=True)
     except (OSError, zlib.error, EOFError) as exc:
         return _reject(base, digest, FileRejection.UNREADABLE, f"cannot read it: {exc}")
     if bad_utf8:
         return _reject(base, digest, FileRejection.NOT_UTF8, bad_utf8)
-    return _read_header(lake, base, digest.hexdigest())
+    try:
+        return _read_header(lake, base, digest.hexdigest())
+    except (OSError, EOFError, zlib.error) as exc:
+        return _reject(base, digest, FileRejection.UNREADABLE, f"cannot read it: {exc}")
 
 
 def _check_utf8(decoder, inflate, chunk: bytes, final: bool = False) -> str | None:

@@ -1,0 +1,135 @@
+"""DESIGN §2: whole-file rejections, CSV dialect edge cases, landing layout."""
+
+from __future__ import annotations
+
+from datetime import date
+from decimal import Decimal
+
+import pytest
+from conftest import HEADER
+
+from purchases.storage import parse_bronze_path
+
+GOOD = "1,John,Doe,john@example.com,100,2024-01-10,100.00,USD\n"
+
+
+@pytest.mark.parametrize(
+    ("content", "rejection", "detail"),
+    [
+        (b"", "empty", "no header"),
+        (b"\xef\xbb\xbf\n\r\n\n", "empty", "no header"),
+        (b"customer_id,first_name,email\n1,a,b\n", "missing_columns",
+         "last_name, purchase_id, purchase_date, amount, currency"),
+        (HEADER.encode("utf-16"), "not_utf8", "not UTF-8"),
+        ((HEADER + "1,Jos\xe9,D,j@x.io,5,2024-01-10,1.00,AUD\n").encode("latin-1"), "not_utf8",
+         "not UTF-8"),
+        (bytes(range(256)) * 20, "not_utf8", "not UTF-8"),
+        (b"\x89PNG\r\n\x1a\n" + b"\x00" * 100, "not_utf8", "not UTF-8"),
+    ],
+    ids=["zero-bytes", "bom-and-blank-lines", "missing-columns", "utf16", "latin1", "binary",
+         "png"],
+)
+def test_bad_file_is_rejected_whole_and_others_still_land(harness, content, rejection, detail):
+    harness.land("bad.csv", content)
+    harness.land("good.csv", HEADER + GOOD)
+    record = harness.run()
+    assert record.status == "succeeded"
+    by_name = {f["path"].rsplit("/", 1)[-1]: f for f in record.files}
+    bad = by_name["bad.csv"]
+    assert bad["file_rejection"] == rejection
+    assert detail in bad["detail"]
+    assert bad["rows_in"] == 0 and bad["accepted"] == 0
+    assert by_name["good.csv"]["accepted"] == 1
+    assert [r["purchase_id"] for r in harness.silver()] == [100]
+    # a rejected file is processed: it is not retried on every run
+    assert harness.run().files == []
+
+
+def test_corrupt_gzip_is_rejected_whole(harness) -> None:
+    good = harness.write("x.csv.gz", HEADER + GOOD).read_bytes()
+    harness.lake.write_bytes("bronze/year=2024/month=01/day=15/bad.csv.gz", good[:-12])
+    record = harness.run()
+    assert record.files[0]["file_rejection"] == "unreadable"
+
+
+def test_header_only_file_is_valid_with_zero_rows(harness) -> None:
+    harness.land("empty.csv", HEADER)
+    record = harness.run()
+    [f] = record.files
+    assert f["file_rejection"] is None and f["rows_in"] == 0
+
+
+def test_csv_dialect_edge_cases(harness) -> None:
+    body = (
+        "\ufeffAmount , CURRENCY,customer_id,first_name,last_name,email,purchase_id,"
+        "purchase_date,Notes,amount\r\n"
+        '12.50,AUD,1,"Smith, Jr","O""Brien",a@x.io,1,2024-01-10,"multi\r\nline note",999\r\n'
+        "\r\n"
+        '3.00,usd,2,"Line\nBreak",Doe,b@x.io,2,2024-01-10,,\r\n'
+    )
+    harness.land("edge.csv", body)
+    record = harness.run()
+    [f] = record.files
+    assert (f["rows_in"], f["accepted"]) == (2, 2)  # the blank line is not a row
+    silver = {r["purchase_id"]: r for r in harness.silver()}
+    assert silver[1]["first_name"] == "Smith, Jr"
+    assert silver[1]["last_name"] == "O\"Brien"
+    assert silver[1]["amount"] == Decimal("12.5000")  # repeated header: the first wins
+    assert silver[2]["first_name"] == "Line Break"  # a quoted newline is whitespace
+    assert silver[2]["amount_aud"] == Decimal("4.50")
+
+
+def test_gzip_file(harness) -> None:
+    harness.land("day.csv.gz", HEADER + GOOD)
+    record = harness.run()
+    assert record.files[0]["accepted"] == 1
+    assert harness.silver()[0]["amount_aud"] == Decimal("150.00")
+
+
+def test_leading_blank_lines_before_header(harness) -> None:
+    harness.land("lead.csv", "\n\n" + HEADER + GOOD)
+    record = harness.run()
+    assert record.files[0]["accepted"] == 1
+
+
+def test_unterminated_quote_is_malformed_not_fatal(harness) -> None:
+    harness.land("q.csv", HEADER + GOOD + '2,"Ann,Lee,a@x.io,101,2024-01-10,1.00,AUD\n')
+    record = harness.run()
+    [f] = record.files
+    assert f["accepted"] == 1
+    assert f["rejected"] == {"malformed_row": 1}
+    assert f["rows_in"] == f["accepted"] + sum(f["rejected"].values()) + f["duplicates"]
+
+
+@pytest.mark.parametrize(
+    ("path", "expected"),
+    [
+        ("bronze/year=2024/month=01/day=15/a.csv", (date(2024, 1, 15), "a.csv")),
+        ("bronze/2024/01/15/a.csv", (date(2024, 1, 15), "a.csv")),  # the original AWS layout
+        ("datalake/bronze/2024/02/29/b.csv.gz", (date(2024, 2, 29), "b.csv.gz")),
+        ("bronze/2023/02/29/b.csv", None),
+        ("silver/year=2024/month=01/day=15/a.csv", None),
+    ],
+)
+def test_bronze_layouts(path, expected) -> None:
+    assert parse_bronze_path(path) == expected
+
+
+def test_original_layout_files_are_processed(harness) -> None:
+    target = harness.lake.full("bronze/2024/01/15")
+    harness.lake.fs.makedirs(target, exist_ok=True)
+    harness.lake.write_bytes("bronze/2024/01/15/orig.csv", (HEADER + GOOD).encode())
+    record = harness.run()
+    assert record.files[0]["ingestion_date"] == "2024-01-15"
+    assert harness.silver()[0]["ingestion_date"] == date(2024, 1, 15)
+
+
+def test_landing_is_atomic_and_idempotent(harness) -> None:
+    from purchases.bronze import land
+
+    src = harness.write("x.csv", HEADER + GOOD)
+    first = land(harness.lake, [src], date(2024, 1, 15))
+    again = land(harness.lake, [src], date(2024, 1, 15))
+    assert [f.skipped for f in first + again] == [False, True]
+    names = harness.lake.list_files("bronze")
+    assert names == ["bronze/year=2024/month=01/day=15/x.csv"]  # no temp file left behind
