@@ -16,6 +16,7 @@ import typer
 from rich.console import Console
 
 from purchases import bronze, catalog, history, serving
+from purchases.cli_db import db_app
 from purchases.config import Settings, load_settings
 from purchases.contract import QUARANTINE_COLUMNS, TOP_CUSTOMERS_COLUMNS
 from purchases.errors import InputError, PurchasesError
@@ -33,6 +34,7 @@ app = typer.Typer(
 )
 runs_app = typer.Typer(help="Run history.", invoke_without_command=True)
 app.add_typer(runs_app, name="runs")
+app.add_typer(db_app, name="db")
 
 out = Console()
 err = Console(stderr=True)
@@ -123,6 +125,31 @@ def run(
     print_run(record)
 
 
+@app.command()
+def watch(
+    inbox: Annotated[Path | None, typer.Argument(
+        help="Folder to watch [default: $PURCHASES_HOME/inbox].")] = None,
+    settle: Annotated[float, typer.Option(
+        min=0.0, help="Seconds a file's size and mtime must stay unchanged before it is "
+        "taken (write to x.part and rename to skip the wait).")] = 2.0,
+    debounce: Annotated[float, typer.Option(
+        min=0.0, help="Quiet seconds after the last landed file before a run starts: files "
+        "arriving together are run together.")] = 2.0,
+) -> None:
+    """Watch a folder: land each complete new CSV in bronze under its arrival date, then run.
+
+    Landed files move to <inbox>/.landed/<date>/. Ctrl-C or SIGTERM stops after the current
+    run.
+    """
+    import logging
+
+    from purchases.triggers import WatchOptions, watch_folder
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
+    watch_folder(state.settings, inbox or state.settings.home / "inbox",
+                 WatchOptions(settle=settle, debounce=debounce))
+
+
 def print_run(record: history.RunRecord) -> None:
     rows = []
     for f in record.files:
@@ -138,8 +165,12 @@ def print_run(record: history.RunRecord) -> None:
     if rows:
         render_rows(out, rows, list(rows[0]), OutputFormat.table, title=f"run {record.run_id}")
     else:
-        out.print("no pending files")
+        out.print("no pending files" if record.status == "succeeded" else "no files processed")
     counts = record.counts()
+    by_reason = ", ".join(f"{k}={v}" for k, v in record.rejected_by_reason().items())
+    out.print(f"rows: in={counts.get('rows_in', 0)} accepted={counts.get('accepted', 0)} "
+              f"rejected={counts.get('rejected', 0)}" + (f" ({by_reason})" if by_reason else "")
+              + f" duplicates={counts.get('duplicates', 0)}", highlight=False)
     out.print(f"customers changed: {counts.get('customers_changed', 0)}; "
               f"customers upserted: {counts.get('customers_upserted', 0)}; "
               f"{record.status} in {record.seconds:.1f}s")
@@ -181,12 +212,13 @@ def rejects(
 
 
 @runs_app.callback()
-def runs_list(ctx: typer.Context, fmt: FormatOption = OutputFormat.table) -> None:
+def runs_list(ctx: typer.Context, fmt: FormatOption = OutputFormat.table,
+              limit: Annotated[int, typer.Option(min=1, help="The latest N runs.")] = 50) -> None:
     """Run history: id, start, status, files, counts, duration."""
     if ctx.invoked_subcommand:
         return
     rows = []
-    for r in history.load_all(_lake()):
+    for r in history.load_all(_lake(), limit=limit):
         c = r.counts()
         rows.append({
             "run_id": r.run_id, "started": r.started_at, "trigger": r.trigger,
@@ -213,15 +245,25 @@ def runs_show(run_id: Annotated[str, typer.Argument(help="A run id from `purchas
 
         out.file.write(json.dumps(asdict(record), default=str) + "\n")
         return
+    from rich.markup import escape
+
     out.print(f"run {record.run_id}  trigger={record.trigger}  status={record.status}  "
-              f"started={record.started_at}  seconds={record.seconds}")
-    if record.error:
-        out.print(f"[red]failed step: {record.failed_step}  {record.error_class}: "
-                  f"{record.error}[/]")
+              f"started={record.started_at}  finished={record.finished_at}  "
+              f"seconds={record.seconds}", markup=False, highlight=False)
+    if record.input:
+        out.print("input: " + "  ".join(f"{k}={v}" for k, v in record.input.items()),
+                  markup=False, highlight=False)
+    if record.failed_step:
+        out.print(f"[red]failed step: {escape(record.failed_step)}  "
+                  f"{escape(str(record.error_class))}: {escape(str(record.error))}[/]")
+    elif record.error:
+        out.print(f"[yellow]{escape(record.error)}[/]")
     steps = [{"step": s.step, "status": s.status, "attempts": s.attempts,
               "seconds": round(s.seconds, 3),
-              "counts": ", ".join(f"{k}={v}" for k, v in s.counts.items()),
-              "error": s.error} for s in record.steps]
+              "counts": ", ".join(f"{k}={v}" for k, v in s.counts.items()
+                                  if k != "rejected_by_reason"),
+              "error": f"{s.error_class}: {s.error}" if s.error else None}
+             for s in record.steps]
     render_rows(out, steps, list(steps[0]) if steps else [], OutputFormat.table, title="Steps")
     print_run(record)
 
@@ -309,12 +351,9 @@ def main(argv: list[str] | None = None) -> Any:
         err.print("[red]Aborted.[/]")
         sys.exit(130)
     except Exception as exc:  # noqa: BLE001 - the last line of defence: no traceback for users
-        import click
-
-        if isinstance(exc, click.exceptions.UsageError):
-            exc.show()
-            sys.exit(EXIT_USAGE)
-        if isinstance(exc, click.exceptions.ClickException):
+        # Usage errors of the CLI parser (typer ships its own click): shown as click shows them.
+        if callable(getattr(exc, "show", None)) and isinstance(getattr(exc, "exit_code", None),
+                                                               int):
             exc.show()
             sys.exit(exc.exit_code)
         if debug:

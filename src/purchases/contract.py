@@ -135,8 +135,8 @@ CUSTOMER_STATE_COLUMNS: dict[str, str] = {
     "email_purchase_id": "BIGINT",
 }
 
-PURCHASE_KEY_COLUMNS: dict[str, str] = {"purchase_id": "BIGINT", "fingerprint": "VARCHAR"}
-"""Every accepted purchase_id with the fingerprint of its standardised fields, for dedup."""
+PURCHASE_KEY_COLUMNS: dict[str, str] = {"purchase_id": "BIGINT"}
+"""Every accepted purchase_id, sorted per batch: a compact index for the duplicate check."""
 
 FX_COLUMNS: dict[str, str] = {"currency": "VARCHAR", "rate_to_aud": RATE_TYPE, "valid_from": "DATE"}
 

@@ -5,10 +5,15 @@ with the same meaning on both engines are used (regex anchors, TRY_CAST, CASE, M
 without DISTINCT), and every decimal operation names its precision so both round alike.
 
 Inputs are relations the engine registers:
-  raw_rows(source_file, ingestion_date, <INPUT_COLUMNS as VARCHAR>)   parsed CSV records
+  raw_rows(row_id, source_file, ingestion_date, <INPUT_COLUMNS as VARCHAR>)  parsed records;
+      row_id is unique within the batch (any engine-specific numbering)
   malformed_rows(source_file, ingestion_date, line_number, raw_line)   unparseable records
   fx_rates(currency, rate_to_aud, valid_from)
-  purchase_keys(purchase_id, fingerprint)                               accepted earlier
+  purchase_keys(purchase_id)            every purchase_id accepted by earlier batches
+  silver_history(<SILVER_COLUMNS>)      silver of earlier batches (read only for matched ids)
+
+Cost: every row pays for standardisation and typing; only the rare rows whose purchase_id
+repeats in the batch or was seen before pay for the duplicate analysis.
 """
 
 from __future__ import annotations
@@ -47,15 +52,6 @@ def _trimmed(col: str) -> str:
     return f"REGEXP_REPLACE({col}, {_sql_str(f'^{_WS}+|{_WS}+$')}, '', 'g')"
 
 
-def _clean(col: str, *, collapse: bool = False, case: str | None = None) -> str:
-    expr = _trimmed(col)
-    if collapse:
-        expr = f"REGEXP_REPLACE({expr}, {_sql_str(f'{_WS}+')}, ' ', 'g')"
-    if case:
-        expr = f"{case}({expr})"
-    return f"NULLIF({expr}, '')"
-
-
 def _matches(col: str, pattern: str) -> str:
     return f"REGEXP_MATCHES({col}, {_sql_str(pattern)})"
 
@@ -63,24 +59,50 @@ def _matches(col: str, pattern: str) -> str:
 def _fingerprint(cols: list[str]) -> str:
     # NULL and '' must differ, and field boundaries must be unambiguous: tag each value and
     # join with the ASCII unit separator, which standardised fields cannot contain.
-    parts = ", ".join(f"CASE WHEN {c} IS NULL THEN 'N' ELSE 'V' || CAST({c} AS VARCHAR) END" for c in cols)
+    parts = ", ".join(
+        f"CASE WHEN {c} IS NULL THEN 'N' ELSE 'V' || CAST({c} AS VARCHAR) END" for c in cols
+    )
     return f"MD5(CONCAT_WS(CHR(31), {parts}))"
+
+
+# Any whitespace other than a single ASCII space, a double space, or a space at a field's
+# edge (fields joined by \x1f): a row without any of these needs no regex work at all.
+_ODD_WS = (
+    r"[\t\n\r\f\x{0B}\x{85}\x{A0}\x{1680}\x{2000}-\x{200A}\x{2028}\x{2029}"
+    r"\x{202F}\x{205F}\x{3000}]"
+)
+_NEEDS_CLEANING = r"(?:^|\x1f) |  | (?:\x1f|$)|" + _ODD_WS
 
 
 def standardised_sql(source: str = "raw_rows") -> str:
     """Trim, collapse and re-case the input fields (DESIGN §3, Standardisation)."""
     raw = ", ".join(f"{c} AS raw_{c}" for c in INPUT_COLUMNS)
+    joined = ", ".join(f"COALESCE({c}, '')" for c in INPUT_COLUMNS)
+
+    def clean(col: str, *, collapse: bool = False, case: str | None = None) -> str:
+        slow = _trimmed(col)
+        if collapse:
+            slow = f"REGEXP_REPLACE({slow}, {_sql_str(f'{_WS}+')}, ' ', 'g')"
+        expr = f"CASE WHEN needs_cleaning THEN {slow} ELSE {col} END"
+        if case:
+            expr = f"{case}({expr})"
+        return f"NULLIF({expr}, '')"
+
     return f"""
-SELECT source_file, ingestion_date, {raw},
-  {_clean("customer_id")} AS s_customer_id,
-  {_clean("first_name", collapse=True)} AS s_first_name,
-  {_clean("last_name", collapse=True)} AS s_last_name,
-  {_clean("email", case="LOWER")} AS s_email,
-  {_clean("purchase_id")} AS s_purchase_id,
-  {_clean("purchase_date")} AS s_purchase_date,
-  {_clean("amount")} AS s_amount,
-  {_clean("currency", case="UPPER")} AS s_currency
-FROM {source}"""
+SELECT row_id, source_file, ingestion_date, {raw},
+  {clean("customer_id")} AS s_customer_id,
+  {clean("first_name", collapse=True)} AS s_first_name,
+  {clean("last_name", collapse=True)} AS s_last_name,
+  {clean("email", case="LOWER")} AS s_email,
+  {clean("purchase_id")} AS s_purchase_id,
+  {clean("purchase_date")} AS s_purchase_date,
+  {clean("amount")} AS s_amount,
+  {clean("currency", case="UPPER")} AS s_currency
+FROM (
+  SELECT r.*,
+    REGEXP_MATCHES(CONCAT_WS(CHR(31), {joined}), {_sql_str(_NEEDS_CLEANING)}) AS needs_cleaning
+  FROM {source} r
+) flagged"""
 
 
 def fx_ranges_sql(source: str = "fx_rates") -> str:
@@ -97,6 +119,7 @@ def validated_sql(standardised: str, fx_ranges: str, *, max_amount: Decimal) -> 
     def int_value(col: str) -> str:
         return f"CASE WHEN {_matches(col, INTEGER_PATTERN)} THEN TRY_CAST({col} AS BIGINT) END"
 
+    limit = f"CAST('{max_amount}' AS {WIDE_AMOUNT_TYPE})"
     reason = f"""CASE
     WHEN s_customer_id IS NULL THEN '{Reason.MISSING_CUSTOMER_ID}'
     WHEN customer_id IS NULL OR customer_id < 1 THEN '{Reason.INVALID_CUSTOMER_ID}'
@@ -108,7 +131,7 @@ def validated_sql(standardised: str, fx_ranges: str, *, max_amount: Decimal) -> 
     WHEN s_amount IS NULL THEN '{Reason.MISSING_AMOUNT}'
     WHEN amount_wide IS NULL THEN '{Reason.INVALID_AMOUNT}'
     WHEN amount_wide < 0 THEN '{Reason.NEGATIVE_AMOUNT}'
-    WHEN amount_wide > CAST('{max_amount}' AS {WIDE_AMOUNT_TYPE}) THEN '{Reason.AMOUNT_TOO_LARGE}'
+    WHEN amount_wide > {limit} THEN '{Reason.AMOUNT_TOO_LARGE}'
     WHEN s_currency IS NULL THEN '{Reason.MISSING_CURRENCY}'
     WHEN rate_to_aud IS NULL THEN '{Reason.UNKNOWN_CURRENCY}'
   END"""
@@ -130,71 +153,86 @@ LEFT JOIN {fx_ranges} f
   ON f.currency = t.s_currency
  AND t.purchase_date >= f.valid_from
  AND (f.valid_to IS NULL OR t.purchase_date < f.valid_to)"""
-    fingerprint = _fingerprint(
-        [
-            "customer_id",
-            "s_first_name",
-            "s_last_name",
-            "email",
-            "purchase_id",
-            "purchase_date",
-            "amount",
-            "s_currency",
-        ]
-    )
+    carried = ", ".join(VALIDATED_COLUMNS[:-3])
     return f"""
-SELECT v.*,
-  CASE WHEN reason IS NULL THEN {fingerprint} END AS fingerprint
-FROM (
-  SELECT j.*, {reason} AS reason,
-    CASE WHEN amount_wide >= 0 AND amount_wide <= CAST('{max_amount}' AS {WIDE_AMOUNT_TYPE})
-         THEN CAST(amount_wide AS {AMOUNT_TYPE}) END AS amount,
-    (s_email IS NOT NULL AND email IS NULL) AS invalid_email
-  FROM ({fx_joined}) j
-) v"""
+SELECT {carried}, reason,
+  CASE WHEN reason IS NULL THEN CAST(amount_wide AS {AMOUNT_TYPE}) END AS amount,
+  (s_email IS NOT NULL AND email IS NULL) AS invalid_email
+FROM (SELECT j.*, {reason} AS reason FROM ({fx_joined}) j) v"""
 
 
-# Columns a classified row carries forward (besides outcome and reason).
-CARRIED_COLUMNS: tuple[str, ...] = (
+VALIDATED_COLUMNS: tuple[str, ...] = (
+    "row_id",
     "source_file",
     "ingestion_date",
     *(f"raw_{c}" for c in INPUT_COLUMNS),
-    *(f"s_{c}" for c in INPUT_COLUMNS),
     "customer_id",
+    "s_first_name",
+    "s_last_name",
+    "email",
     "purchase_id",
     "purchase_date",
-    "amount",
-    "email",
+    "s_currency",
     "rate_to_aud",
+    "reason",
+    "amount",
     "invalid_email",
-    "fingerprint",
 )
+"""Columns of a validated row: raw text for quarantine, typed standardised values for silver."""
+
+# The eight input fields as typed standardised values: what "identical" compares (DESIGN §3).
+_IDENTITY = ("customer_id", "s_first_name", "s_last_name", "email", "purchase_id",
+             "purchase_date", "amount", "s_currency")
+_SILVER_IDENTITY = ("customer_id", "first_name", "last_name", "email", "purchase_id",
+                    "purchase_date", "amount", "currency")
 
 
-def classified_sql(validated: str, purchase_keys: str) -> str:
-    """Decide every row's outcome: accepted, rejected (with reason) or duplicate (DESIGN §3).
+def duplicate_decisions_sql(validated: str, purchase_keys: str, silver_history: str) -> str:
+    """Outcome of every row whose purchase_id repeats in the batch or was accepted before.
 
-    Duplicates are judged on purchase_id among rows that passed every other rule, by the
-    fingerprint of their standardised fields, so the outcome does not depend on row order.
+    Rows of one batch with one purchase_id: identical copies keep the first in arrival order
+    (ingestion date, source file), any difference rejects them all; a purchase_id accepted by
+    an earlier batch makes the row a duplicate when identical, a conflict otherwise.
+    Returns (row_id, outcome, reason) for those rows only; every other passed row is accepted.
     """
-    carried = ", ".join(CARRIED_COLUMNS)
+    fingerprint = _fingerprint(list(_IDENTITY))
+    earlier_fingerprint = _fingerprint(list(_SILVER_IDENTITY))
     return f"""
 WITH passed AS (
-  SELECT * FROM {validated} WHERE reason IS NULL
+  SELECT row_id, source_file, ingestion_date, {", ".join(_IDENTITY)}
+  FROM {validated} WHERE reason IS NULL
 ),
-per_id AS (
-  SELECT purchase_id, COUNT(DISTINCT fingerprint) AS versions
-  FROM passed GROUP BY purchase_id
+repeated AS (
+  SELECT purchase_id FROM passed GROUP BY purchase_id HAVING COUNT(*) > 1
+),
+seen AS (
+  SELECT DISTINCT k.purchase_id FROM {purchase_keys} k
+  WHERE k.purchase_id IN (SELECT purchase_id FROM passed)
+),
+suspects AS (
+  SELECT row_id, source_file, ingestion_date, purchase_id, {fingerprint} AS fingerprint
+  FROM passed
+  WHERE purchase_id IN (SELECT purchase_id FROM repeated)
+     OR purchase_id IN (SELECT purchase_id FROM seen)
+),
+versions AS (
+  SELECT purchase_id, COUNT(DISTINCT fingerprint) AS versions FROM suspects GROUP BY purchase_id
+),
+earlier AS (
+  SELECT purchase_id, MIN({earlier_fingerprint}) AS fingerprint
+  FROM {silver_history}
+  WHERE purchase_id IN (SELECT purchase_id FROM seen)
+  GROUP BY purchase_id
 ),
 ranked AS (
-  SELECT p.*, i.versions, k.fingerprint AS earlier_fingerprint,
-    ROW_NUMBER() OVER (PARTITION BY p.purchase_id
-                       ORDER BY p.ingestion_date, p.source_file) AS copy_number
-  FROM passed p
-  JOIN per_id i ON i.purchase_id = p.purchase_id
-  LEFT JOIN {purchase_keys} k ON k.purchase_id = p.purchase_id
+  SELECT s.row_id, s.fingerprint, v.versions, e.fingerprint AS earlier_fingerprint,
+    ROW_NUMBER() OVER (PARTITION BY s.purchase_id
+                       ORDER BY s.ingestion_date, s.source_file, s.row_id) AS copy_number
+  FROM suspects s
+  JOIN versions v ON v.purchase_id = s.purchase_id
+  LEFT JOIN earlier e ON e.purchase_id = s.purchase_id
 )
-SELECT {carried},
+SELECT row_id,
   CASE
     WHEN versions > 1 THEN '{REJECTED}'
     WHEN earlier_fingerprint IS NOT NULL AND earlier_fingerprint <> fingerprint THEN '{REJECTED}'
@@ -206,10 +244,19 @@ SELECT {carried},
     WHEN earlier_fingerprint IS NOT NULL AND earlier_fingerprint <> fingerprint
       THEN '{Reason.CONFLICTING_DUPLICATE}'
   END AS reason
-FROM ranked r
-UNION ALL
-SELECT {carried}, '{REJECTED}' AS outcome, reason
-FROM {validated} WHERE reason IS NOT NULL"""
+FROM ranked"""
+
+
+def classified_sql(validated: str, decisions: str) -> str:
+    """Every row with its outcome (accepted / rejected / duplicate) and reason."""
+    carried = ", ".join(f"v.{c}" for c in VALIDATED_COLUMNS if c != "reason")
+    return f"""
+SELECT {carried},
+  CASE WHEN v.reason IS NOT NULL THEN '{REJECTED}'
+       ELSE COALESCE(d.outcome, '{ACCEPTED}') END AS outcome,
+  COALESCE(v.reason, d.reason) AS reason
+FROM {validated} v
+LEFT JOIN {decisions} d ON d.row_id = v.row_id"""
 
 
 def silver_sql(classified: str) -> str:
@@ -257,9 +304,9 @@ SELECT {order} FROM (
 
 
 def purchase_keys_sql(classified: str) -> str:
-    """The fingerprints of newly accepted purchases, for dedup in later runs."""
+    """The purchase_ids newly accepted, for dedup in later batches."""
     return f"""
-SELECT CAST(purchase_id AS BIGINT) AS purchase_id, fingerprint
+SELECT CAST(purchase_id AS BIGINT) AS purchase_id
 FROM {classified} WHERE outcome = '{ACCEPTED}'"""
 
 

@@ -18,7 +18,11 @@ class Engine(Protocol):
     name: str
 
     def register_bronze(self, lake: Lake, files: list[BronzeFile]) -> None:
-        """Expose the files' records as `raw_rows` and unparseable ones as `malformed_rows`."""
+        """Expose the files' records as `raw_rows` and unparseable ones as `malformed_rows`.
+
+        raw_rows: row_id (unique in the batch), source_file, ingestion_date and the input
+        columns as text, picked by each file's header positions.
+        """
 
     def register_rows(self, name: str, columns: dict[str, str], rows: list[tuple[Any, ...]]) -> None:
         """Expose a small in-memory table (FX rates) under `name`."""

@@ -45,8 +45,11 @@ class DuckDBEngine:
 
     def register_bronze(self, lake: Lake, files: list[BronzeFile]) -> None:
         cols = ", ".join(f"{c} VARCHAR" for c in INPUT_COLUMNS)
-        self._run(f"CREATE OR REPLACE TEMP TABLE raw_rows (source_file VARCHAR, "
+        self._run(f"CREATE OR REPLACE TEMP TABLE raw_records (source_file VARCHAR, "
                   f"ingestion_date DATE, {cols})")
+        # rowid of a temp table is a free, unique row number: the batch's row_id.
+        self._run("CREATE OR REPLACE TEMP VIEW raw_rows AS "
+                  "SELECT rowid AS row_id, * FROM raw_records")
         self._run("CREATE OR REPLACE TEMP TABLE malformed_rows (source_file VARCHAR, "
                   "ingestion_date DATE, line_number BIGINT, raw_line VARCHAR)")
         for i, f in enumerate(files):
@@ -62,7 +65,7 @@ class DuckDBEngine:
             f"compression='{'gzip' if f.compressed else 'none'}'"
         )
         self._run(
-            f"INSERT INTO raw_rows SELECT {_lit(f.path)}, DATE '{f.ingestion_date}', {picked} "
+            f"INSERT INTO raw_records SELECT {_lit(f.path)}, DATE '{f.ingestion_date}', {picked} "
             f"FROM read_csv({_lit(lake.url(f.path))}, {options})"
         )
         # One error row per failing column: a record counts once, by its first line.
