@@ -82,12 +82,19 @@ def sha256_of(path: Path) -> str:
 
 
 def land(lake: Lake, sources: list[Path], day: date) -> list[LandedFile]:
-    """Copy files into bronze/year=/month=/day=/ atomically; the same bytes again are a no-op."""
+    """Copy files into bronze/year=/month=/day=/ atomically; the same bytes again are a no-op.
+
+    A landed file is never overwritten, since it may not have been processed yet: different
+    bytes under a name already taken land as `<stem>~<sha256 prefix><suffix>`, a new file.
+    """
     landed = []
     for src in sources:
-        rel = f"{Lake.bronze_dir(day)}/{src.name}"
         digest = sha256_of(src)
-        if lake.exists(rel) and sha256_of_lake(lake, rel) == digest:
+        rel = f"{Lake.bronze_dir(day)}/{src.name}"
+        if lake.exists(rel) and sha256_of_lake(lake, rel) != digest:
+            stem, dot, suffix = src.name.partition(".")
+            rel = f"{Lake.bronze_dir(day)}/{stem}~{digest[:12]}{dot}{suffix}"
+        if lake.exists(rel):
             landed.append(LandedFile(rel, digest, skipped=True))
             continue
         lake.put_file(str(src), rel)

@@ -90,6 +90,23 @@ def test_changed_file_under_the_same_name_is_a_new_file(harness) -> None:
     assert harness.summary()[1]["total_spent_aud"] == Decimal("20.00")
 
 
+def test_a_changed_file_replaced_in_the_lake_is_processed_again(harness) -> None:
+    harness.land("a.csv", csv(row(1)))
+    harness.run()
+    rel = harness.lake.list_files("bronze")[0]
+    harness.lake.write_bytes(rel, csv(row(1), row(3)).encode())  # overwritten in place
+    [f] = harness.run().files
+    assert f["path"] == rel and (f["accepted"], f["duplicates"]) == (1, 1)
+
+
+def test_landing_never_overwrites_an_unprocessed_file(harness) -> None:
+    harness.land("a.csv", csv(row(1)))
+    harness.land("a.csv", csv(row(2)))  # before any run: both versions must survive
+    assert len(harness.lake.list_files("bronze")) == 2
+    record = harness.run()
+    assert sum(f["accepted"] for f in record.files) == 2
+
+
 def test_latest_name_and_email_win_and_totals_cover_all_days(harness) -> None:
     harness.land("d1.csv", csv(row(1, day="2024-01-01", email="old@x.io", last="Lee"),
                                row(2, day="2024-01-05", email="", last="Lee")), day="2024-01-15")
