@@ -141,11 +141,9 @@ def watch(
     Landed files move to <inbox>/.landed/<date>/. Ctrl-C or SIGTERM stops after the current
     run.
     """
-    import logging
+    from purchases.triggers import WatchOptions, log_to_stderr, watch_folder
 
-    from purchases.triggers import WatchOptions, watch_folder
-
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
+    log_to_stderr()
     watch_folder(state.settings, inbox or state.settings.home / "inbox",
                  WatchOptions(settle=settle, debounce=debounce))
 
@@ -252,6 +250,9 @@ def runs_show(run_id: Annotated[str, typer.Argument(help="A run id from `purchas
               f"seconds={record.seconds}", markup=False, highlight=False)
     if record.input:
         out.print("input: " + "  ".join(f"{k}={v}" for k, v in record.input.items()),
+                  markup=False, highlight=False)
+    for what, items in record.recovered.items():
+        out.print(f"recovered first: {what.replace('_', ' ')}: {', '.join(map(str, items))}",
                   markup=False, highlight=False)
     if record.failed_step:
         out.print(f"[red]failed step: {escape(record.failed_step)}  "

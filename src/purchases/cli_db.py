@@ -1,0 +1,57 @@
+"""`purchases db`: the serving database's schema (Alembic migrations) from the command line.
+
+The pipeline migrates on first use anyway; these commands let an operator do it ahead of a
+deployment, see where a database stands, or hand the DDL to a DBA.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from purchases.render import OutputFormat, render_rows
+
+db_app = typer.Typer(help="Serving database schema: migrate, inspect.", no_args_is_help=True)
+
+out = Console()
+
+
+def _settings():
+    # Imported late: cli imports this module to register it, and owns the parsed settings.
+    from purchases.cli import state
+
+    return state.settings
+
+
+@db_app.command("upgrade")
+def upgrade(
+    revision: Annotated[str, typer.Option(help="Target revision.")] = "head",
+    sql: Annotated[bool, typer.Option("--sql", help="Print the DDL for the configured "
+                                      "database's dialect instead of running it.")] = False,
+) -> None:
+    """Apply the schema migrations to the serving database (safe to repeat)."""
+    from purchases import serving
+
+    if sql:
+        out.file.write(serving.upgrade_sql(_settings(), revision))
+        return
+    where, now = serving.upgrade_schema(_settings(), revision)
+    out.print(f"{where}: schema at revision {now}", highlight=False, soft_wrap=True)
+
+
+@db_app.command("current")
+def current(
+    fmt: Annotated[OutputFormat, typer.Option("--format", "-f",
+                                              help="table, csv or json.")] = OutputFormat.table,
+) -> None:
+    """The database's schema revision against this version's head, and the batches applied."""
+    from purchases import serving
+
+    status = serving.schema_status(_settings())
+    if fmt is OutputFormat.table:  # one record: read down, not across
+        rows = [{"": k, "value": v} for k, v in status.items()]
+        render_rows(out, rows, ["", "value"], fmt, title="Serving database")
+    else:
+        render_rows(out, [status], list(status), fmt)

@@ -1,0 +1,145 @@
+"""Versioned schema of the serving database (Alembic), shipped inside the package.
+
+`upgrade` brings any supported backend to the newest revision; the serving layer calls it
+on first use and `purchases db upgrade` calls it explicitly. Revisions live in `versions/`
+and are frozen history: a schema change is a new revision, never an edit of an old one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from functools import cache
+from typing import TYPE_CHECKING
+
+import sqlalchemy as sa
+
+if TYPE_CHECKING:
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+SCRIPT_LOCATION = "purchases:migrations"
+VERSION_TABLE = "purchases_alembic_version"
+"""Own name rather than Alembic's default, so the serving tables can share a database (and
+its `alembic_version`) with another application's schema."""
+
+BASELINE = "0001"
+"""The revision equal to the tables earlier releases created with `metadata.create_all`."""
+
+_LOCK_NAME = "purchases_schema_migration"
+_PG_LOCK_KEY = 0x70757263  # any constant; "purc"
+
+
+def alembic_config(connection: sa.Connection | None = None, *, output=None) -> Config:
+    """An Alembic config for the shipped scripts, bound to `connection` when given; offline
+    SQL goes to `output`."""
+    from alembic.config import Config
+
+    # Alembic's own chatter is not for the product's output.
+    cfg = Config(stdout=io.StringIO(), output_buffer=output)
+    cfg.set_main_option("script_location", SCRIPT_LOCATION)
+    cfg.attributes["connection"] = connection
+    return cfg
+
+
+@cache
+def _script() -> ScriptDirectory:
+    from alembic.script import ScriptDirectory
+
+    return ScriptDirectory.from_config(alembic_config())
+
+
+def head_revision() -> str:
+    """The newest revision shipped with this version of the package."""
+    head = _script().get_current_head()
+    assert head is not None, "no migration scripts shipped"
+    return head
+
+
+def is_known(revision: str) -> bool:
+    """Whether this version of the package ships `revision`."""
+    from alembic.util import CommandError
+
+    try:
+        return _script().get_revision(revision) is not None
+    except CommandError:
+        return False
+
+
+def current_revision(connection: sa.Connection) -> str | None:
+    """The revision the database is at; None for a database never migrated."""
+    from alembic.runtime.migration import MigrationContext
+
+    ctx = MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE})
+    return ctx.get_current_revision()
+
+
+def is_current(engine: sa.Engine) -> bool:
+    """True when the database is at the head revision (one cheap query)."""
+    with engine.connect() as con:
+        return current_revision(con) == head_revision()
+
+
+def upgrade(engine: sa.Engine, revision: str = "head") -> str | None:
+    """Migrate the database to `revision`, serialised against concurrent upgraders.
+
+    Two processes may reach a fresh database at once (a run and `purchases top`): each takes
+    a database-wide lock first, and the second then finds the work done. Returns the revision
+    the database is at afterwards.
+    """
+    from alembic import command
+
+    with engine.begin() as con:
+        release = _lock(con)
+        try:
+            _adopt_unversioned(con)
+            command.upgrade(alembic_config(con), revision)
+            return current_revision(con)
+        finally:
+            with contextlib.suppress(Exception):  # a lost session releases the lock itself
+                release()
+
+
+def upgrade_sql(url: sa.URL, revision: str = "head") -> str:
+    """The DDL `upgrade` would run on an empty database of this URL's dialect (for DBAs)."""
+    from alembic import command
+
+    out = io.StringIO()
+    cfg = alembic_config(output=out)
+    cfg.attributes["offline_url"] = url
+    command.upgrade(cfg, revision, sql=True)
+    return out.getvalue()
+
+
+def _lock(con: sa.Connection):
+    """Take the database-wide migration lock; returns how to release it."""
+    name = con.dialect.name
+    if name == "postgresql":
+        # Transaction-scoped: PostgreSQL DDL is transactional, so the lock and the migration
+        # commit together.
+        con.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_LOCK_KEY})
+        return lambda: None
+    if name in ("mysql", "mariadb"):
+        # MySQL commits DDL implicitly, so only a session-level named lock spans it.
+        got = con.execute(sa.text("SELECT GET_LOCK(:name, 120)"), {"name": _LOCK_NAME}).scalar()
+        if got != 1:
+            from purchases.errors import TransientError
+
+            raise TransientError("another process has been migrating the schema for 2 minutes")
+        return lambda: con.execute(sa.text("SELECT RELEASE_LOCK(:name)"), {"name": _LOCK_NAME})
+    if name == "sqlite":
+        # The write lock up front; a concurrent upgrader waits (busy_timeout) instead of
+        # failing on CREATE TABLE of a table the other just created.
+        con.exec_driver_sql("BEGIN IMMEDIATE")
+        return lambda: None
+    return lambda: None
+
+
+def _adopt_unversioned(con: sa.Connection) -> None:
+    """Mark a database holding the pre-migration tables (no version table) as at BASELINE."""
+    from alembic import command
+
+    from purchases.contract import SUMMARY_TABLE
+
+    if current_revision(con) is None and sa.inspect(con).has_table(SUMMARY_TABLE):
+        command.stamp(alembic_config(con), BASELINE)

@@ -1,0 +1,238 @@
+"""Serving without a server: dialect upsert SQL, error classification, URLs and credentials."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from pathlib import Path
+
+import psycopg
+import pymysql
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.dialects import mysql, postgresql, sqlite
+
+from purchases import migrations, serving
+from purchases.config import Settings
+from purchases.errors import PermanentError, TransientError
+
+NOW = datetime(2024, 1, 15, 12, 0, 0)
+
+
+def mysql_dialect(version: tuple[int, ...], *, mariadb: bool) -> sa.Dialect:
+    dialect = mysql.dialect()
+    dialect.server_version_info = version
+    dialect.is_mariadb = mariadb
+    return dialect
+
+
+def render(dialect: sa.Dialect) -> str:
+    return str(serving.upsert_statement(dialect, NOW).compile(dialect=dialect))
+
+
+def assignments(sql: str) -> list[str]:
+    """Target columns of ON DUPLICATE KEY UPDATE, in order."""
+    clause = sql.split("ON DUPLICATE KEY UPDATE", 1)[1]
+    return re.findall(r"(?:^ |, )(\w+) = IF\(", clause)
+
+
+# --- upsert statements ---------------------------------------------------------------------------
+
+
+def test_postgres_upsert_is_on_conflict_guarded_by_batch() -> None:
+    sql = render(postgresql.dialect())
+    assert "INSERT INTO customer_purchase_summary (" in sql
+    assert "FROM customer_purchase_summary_staging" in sql
+    assert "ON CONFLICT (customer_id) DO UPDATE SET" in sql
+    assert "WHERE excluded.batch_id > customer_purchase_summary.batch_id" in sql
+    assert "%(batch_id)s" in sql  # bound, never formatted in
+
+
+def test_sqlite_upsert_is_on_conflict_guarded_by_batch() -> None:
+    sql = render(sqlite.dialect())
+    assert "ON CONFLICT (customer_id) DO UPDATE SET" in sql
+    assert "WHERE excluded.batch_id > customer_purchase_summary.batch_id" in sql
+
+
+def test_mysql8_upsert_uses_the_row_alias_and_assigns_batch_id_last() -> None:
+    sql = render(mysql_dialect((8, 0, 36), mariadb=False))
+    assert ") AS new ON DUPLICATE KEY UPDATE " in sql
+    assert "VALUES(" not in sql
+    assert (
+        "total_spent_aud = IF(new.batch_id > customer_purchase_summary.batch_id, "
+        "new.total_spent_aud, customer_purchase_summary.total_spent_aud)"
+    ) in sql
+    cols = assignments(sql)
+    assert cols[-1] == "batch_id"
+    assert set(cols) == {
+        "full_name", "email", "total_spent_aud", "first_purchase_date", "last_purchase_date",
+        "purchase_count", "updated_at", "batch_id",
+    }
+
+
+def test_mariadb_upsert_uses_values_and_assigns_batch_id_last() -> None:
+    sql = render(mysql_dialect((10, 11, 9), mariadb=True))
+    assert " AS new" not in sql
+    assert (
+        "email = IF(VALUES(batch_id) > customer_purchase_summary.batch_id, "
+        "VALUES(email), customer_purchase_summary.email)"
+    ) in sql
+    assert assignments(sql)[-1] == "batch_id"
+    assert "%s" in sql
+
+
+def test_old_mysql_falls_back_to_values() -> None:
+    assert not serving.mysql_row_alias(mysql_dialect((8, 0, 18), mariadb=False))
+    assert serving.mysql_row_alias(mysql_dialect((8, 0, 19), mariadb=False))
+    assert not serving.mysql_row_alias(mysql_dialect((11, 4, 2), mariadb=True))
+    assert "VALUES(batch_id)" in render(mysql_dialect((5, 7, 44), mariadb=False))
+
+
+def test_unknown_dialect_is_a_clear_permanent_error() -> None:
+    from sqlalchemy.dialects import mssql
+
+    with pytest.raises(PermanentError, match="not supported"):
+        serving.upsert_statement(mssql.dialect(), NOW)
+
+
+# --- error classification ------------------------------------------------------------------------
+
+
+def wrapped(orig: Exception) -> sa.exc.DBAPIError:
+    return sa.exc.OperationalError("SELECT 1", {}, orig)
+
+
+@pytest.mark.parametrize("error", [
+    psycopg.errors.SerializationFailure("could not serialize access"),
+    psycopg.errors.DeadlockDetected("deadlock detected"),
+    psycopg.errors.AdminShutdown("terminating connection due to administrator command"),
+    psycopg.errors.ConnectionFailure("connection failure"),  # class 08
+    psycopg.OperationalError("connection failed: ... failed: Connection refused"),
+    psycopg.OperationalError("consuming input failed: server closed the connection"),
+    pymysql.err.OperationalError(1205, "Lock wait timeout exceeded"),
+    pymysql.err.OperationalError(1213, "Deadlock found when trying to get lock"),
+    pymysql.err.OperationalError(2006, "MySQL server has gone away"),
+    pymysql.err.OperationalError(2013, "Lost connection to MySQL server during query"),
+    pymysql.err.OperationalError(2003, "Can't connect to MySQL server"),
+    pymysql.err.OperationalError(1927, "Connection was killed"),
+    pymysql.err.InterfaceError(0, ""),
+])
+def test_transient_driver_errors(error: Exception) -> None:
+    assert serving.is_transient(error)
+    assert serving.is_transient(wrapped(error))
+    assert isinstance(serving.translate(wrapped(error), "sqlite://"), TransientError)
+
+
+@pytest.mark.parametrize("error", [
+    psycopg.errors.UniqueViolation("duplicate key"),
+    psycopg.errors.UndefinedTable("relation does not exist"),
+    psycopg.OperationalError('connection failed: FATAL:  database "nope" does not exist'),
+    psycopg.OperationalError('FATAL:  password authentication failed for user "x"'),
+    pymysql.err.OperationalError(1049, "Unknown database 'nope'"),
+    pymysql.err.OperationalError(1045, "Access denied for user"),
+    pymysql.err.ProgrammingError(1146, "Table doesn't exist"),
+    pymysql.err.DataError(1406, "Data too long for column"),
+])
+def test_permanent_driver_errors(error: Exception) -> None:
+    assert not serving.is_transient(error)
+    assert isinstance(serving.translate(wrapped(error), "sqlite://"), PermanentError)
+
+
+def test_sqlite_busy_is_transient_other_sqlite_errors_are_not() -> None:
+    import sqlite3
+
+    busy = sqlite3.OperationalError("database is locked")
+    assert serving.is_transient(wrapped(busy))
+    assert not serving.is_transient(wrapped(sqlite3.OperationalError("no such table: x")))
+
+
+def test_an_invalidated_connection_is_transient() -> None:
+    exc = sa.exc.OperationalError("SELECT 1", {}, Exception("boom"), connection_invalidated=True)
+    assert serving.is_transient(exc)
+
+
+def test_translate_masks_the_url_and_any_echoed_password() -> None:
+    url = "postgresql+psycopg://app:hunter2-secret@db.example:5432/shop"
+    exc = wrapped(psycopg.OperationalError("weird: hunter2-secret\nsecond line"))
+    msg = str(serving.translate(exc, url))
+    assert "hunter2-secret" not in msg
+    assert "app:***@db.example:5432/shop" in msg
+    assert "second line" not in msg
+
+
+# --- URL and credentials -------------------------------------------------------------------------
+
+
+def make_settings(tmp_path: Path, url: str, **kw) -> Settings:
+    return Settings(home=tmp_path, database_url=url, **kw)
+
+
+def test_password_from_the_url_wins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(serving.PASSWORD_ENV, "from-env")
+    url = serving.database_url(make_settings(tmp_path, "postgresql+psycopg://u:inurl@h/db"))
+    assert url.password == "inurl"
+
+
+def test_password_file_then_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    secret = tmp_path / "pw"
+    secret.write_text("from-file\n")
+    monkeypatch.setenv(serving.PASSWORD_ENV, "from-env")
+    with_file = make_settings(tmp_path, "postgresql+psycopg://u@h/db",
+                              database_password_file=secret)
+    assert serving.database_url(with_file).password == "from-file"
+    assert serving.database_url(make_settings(tmp_path, "postgresql+psycopg://u@h/db")).password \
+        == "from-env"
+    monkeypatch.delenv(serving.PASSWORD_ENV)
+    assert serving.database_url(make_settings(tmp_path, "postgresql+psycopg://u@h/db")).password \
+        is None
+
+
+def test_unreadable_password_file_names_the_setting(tmp_path: Path) -> None:
+    s = make_settings(tmp_path, "postgresql+psycopg://u@h/db",
+                      database_password_file=tmp_path / "missing")
+    with pytest.raises(PermanentError, match="PURCHASES_DATABASE_PASSWORD_FILE"):
+        serving.database_url(s)
+
+
+def test_bare_schemes_get_the_shipped_drivers_and_mysql_utf8mb4(tmp_path: Path) -> None:
+    pg = serving.database_url(make_settings(tmp_path, "postgresql://u@h/db"))
+    assert pg.drivername == "postgresql+psycopg"
+    my = serving.database_url(make_settings(tmp_path, "mysql://u@h/db"))
+    assert my.drivername == "mysql+pymysql"
+    assert my.query["charset"] == "utf8mb4"
+    kept = serving.database_url(make_settings(tmp_path, "mysql+pymysql://u@h/db?charset=latin1"))
+    assert kept.query["charset"] == "latin1"
+
+
+def test_masked_url_never_shows_the_password() -> None:
+    assert serving.masked_url("mysql+pymysql://u:p%40ss@h/db") == "mysql+pymysql://u:***@h/db"
+    assert serving.masked_url("::not a url::") == "<database URL>"
+
+
+def test_invalid_url_is_a_config_error_without_echoing_it(tmp_path: Path) -> None:
+    with pytest.raises(PermanentError) as info:
+        serving.database_url(make_settings(tmp_path, "not a url with s3cr3t"))
+    assert "s3cr3t" not in str(info.value)
+
+
+# --- migrations ----------------------------------------------------------------------------------
+
+
+def test_migrations_ship_one_linear_history() -> None:
+    assert migrations.head_revision() == migrations.BASELINE == "0001"
+    assert migrations.is_known("0001")
+    assert not migrations.is_known("9999")
+
+
+@pytest.mark.parametrize("url", ["sqlite://", "postgresql+psycopg://u@h/db",
+                                 "mysql+pymysql://u@h/db"])
+def test_offline_ddl_has_the_seed_tables_and_index(url: str) -> None:
+    ddl = migrations.upgrade_sql(sa.make_url(url))
+    for table in ("customer_purchase_summary", "customer_purchase_summary_staging",
+                  "purchases_batch_ledger"):
+        assert f"CREATE TABLE {table} (" in ddl
+    assert "CREATE INDEX idx_total_spent_desc ON customer_purchase_summary " \
+           "(total_spent_aud DESC)" in ddl
+    assert "load_date" in ddl and "updated_at" in ddl
+    money = "BIGINT" if url.startswith("sqlite") else "NUMERIC(18, 2)"
+    assert f"total_spent_aud {money} NOT NULL" in ddl
