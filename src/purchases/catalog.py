@@ -1,21 +1,38 @@
 """The lake's commit log: which bronze files are processed and which outputs are published.
 
 A batch becomes visible by one atomic write, its commit record, `_state/commits/<id>.json`.
-Outputs are staged under `_runs/<run_id>/` first and moved into place after the record is
-written; moving is idempotent, so a publication interrupted at any instant is rolled forward
-by the next run. Anything staged without a commit record is discarded and redone.
+Two kinds of output hang off a record:
+
+* outputs readers find by listing folders (silver, quarantine, gold) are staged under
+  `_runs/<run_id>/` and moved into place after the record is written. Each move is one
+  rename of a whole file, and idempotent, so a publication interrupted at any instant is
+  rolled forward by the next run; nothing is ever in those folders without a commit record.
+* outputs only ever reached through a commit record (`_state/customers`,
+  `_state/purchase_keys`) are written straight to a folder named after the batch. Until the
+  record exists nothing points at them, so there is nothing to move and no moment at which
+  the record names a file that is not there yet.
+
+Anything staged without a commit record is discarded and redone. Every CHECKPOINT_EVERY
+batches the log is compacted into `_state/checkpoint.json`, so reading it costs one file plus
+the few records written since, however long the history.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, date, datetime
 from typing import Any
 
+from purchases.faults import fault_point
 from purchases.storage import Lake
 
 COMMITS_DIR = "_state/commits"
+CHECKPOINT_PATH = "_state/checkpoint.json"
 RUNS_STAGING_DIR = "_runs"
+CUSTOMERS_DIR = "_state/customers"
+PURCHASE_KEYS_DIR = "_state/purchase_keys"
+CHECKPOINT_EVERY = 20
+STATES_KEPT = 3  # customer-state snapshots kept (each batch writes a full one)
 
 
 @dataclass
@@ -52,10 +69,14 @@ class Commit:
     moves: list[tuple[str, str]]  # staged path -> published path
     customers_changed: int
     committed_at: str = ""
+    outputs: list[str] = field(default_factory=list)  # written in place (see module doc)
+    # purchase-key file -> [min, max] purchase_id it holds, so a run reads only the key files
+    # whose range meets its own purchase ids.
+    key_ranges: dict[str, list[int]] = field(default_factory=dict)
 
     @property
     def published(self) -> list[str]:
-        return [dst for _, dst in self.moves]
+        return [*self.outputs, *(dst for _, dst in self.moves)]
 
     def published_under(self, prefix: str) -> list[str]:
         return [p for p in self.published if p.startswith(prefix + "/")]
@@ -65,7 +86,8 @@ class Commit:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Commit:
-        data = dict(data)
+        names = {f.name for f in fields(cls)}
+        data = {k: v for k, v in data.items() if k in names}
         data["files"] = [FileOutcome(**f) for f in data["files"]]
         data["moves"] = [tuple(m) for m in data["moves"]]
         return cls(**data)
@@ -75,9 +97,28 @@ def commit_path(batch_id: int) -> str:
     return f"{COMMITS_DIR}/{batch_id:012d}.json"
 
 
+def batch_dir(kind_dir: str, batch_id: int) -> str:
+    """Folder of a batch's in-place output (customer state or purchase keys)."""
+    return f"{kind_dir}/batch-{batch_id:012d}"
+
+
 def load_commits(lake: Lake) -> list[Commit]:
-    """Every committed batch, oldest first."""
-    return [Commit.from_json(data) for _, data in lake.iter_json(COMMITS_DIR)]
+    """Every committed batch, oldest first.
+
+    Reads the checkpoint and then probes for the records after it (batch ids are
+    consecutive), so the cost does not grow with the number of batches.
+    """
+    if lake.exists(CHECKPOINT_PATH):
+        checkpoint = lake.read_json(CHECKPOINT_PATH)
+        commits = [Commit.from_json(c) for c in checkpoint["commits"]]
+    else:
+        # No checkpoint yet (a young lake, or one from before checkpoints): list once.
+        commits = [Commit.from_json(data) for _, data in lake.iter_json(COMMITS_DIR)]
+    while True:
+        rel = commit_path(next_batch_id(commits))
+        if not lake.exists(rel):
+            return commits
+        commits.append(Commit.from_json(lake.read_json(rel)))
 
 
 def processed_file_ids(commits: list[Commit]) -> set[str]:
@@ -91,14 +132,25 @@ def next_batch_id(commits: list[Commit]) -> int:
 def customer_state_files(commits: list[Commit]) -> list[str]:
     """The customer state as of the latest batch that published one."""
     for c in reversed(commits):
-        state = c.published_under("_state/customers")
+        state = c.published_under(CUSTOMERS_DIR)
         if state:
             return state
     return []
 
 
 def purchase_key_files(commits: list[Commit]) -> list[str]:
-    return [p for c in commits for p in c.published_under("_state/purchase_keys")]
+    """Every purchase-key file ever published (all accepted purchase ids)."""
+    return [p for c in commits for p in c.published_under(PURCHASE_KEYS_DIR)]
+
+
+def purchase_key_ranges(commits: list[Commit]) -> list[tuple[str, int | None, int | None]]:
+    """(file, min purchase_id, max purchase_id) of every key file; None where not recorded."""
+    out: list[tuple[str, int | None, int | None]] = []
+    for c in commits:
+        for p in c.published_under(PURCHASE_KEYS_DIR):
+            lo, hi = c.key_ranges.get(p, (None, None))
+            out.append((p, lo, hi))
+    return out
 
 
 def gold_files(commit: Commit) -> list[str]:
@@ -109,30 +161,68 @@ def publish(lake: Lake, commit: Commit) -> None:
     """Make a batch visible: write its commit record (the commit point), then move outputs."""
     commit.committed_at = datetime.now(UTC).isoformat(timespec="seconds")
     lake.write_json(commit_path(commit.batch_id), commit.to_json())
+    fault_point("after_commit_record")
     complete_publication(lake, commit)
+    if commit.batch_id % CHECKPOINT_EVERY == 0:
+        write_checkpoint(lake)
 
 
-def complete_publication(lake: Lake, commit: Commit) -> None:
+def complete_publication(lake: Lake, commit: Commit, *, _fault: str = "mid_publication") -> None:
     """Move any output of a committed batch still in staging; a no-op once all are moved."""
     for src, dst in commit.moves:
         lake.move(src, dst)
+        fault_point(_fault)
+    fault_point("after_publication")
     lake.remove(f"{RUNS_STAGING_DIR}/{commit.run_id}")
+
+
+def drop_old_state(lake: Lake, commits: list[Commit]) -> None:
+    """Delete the customer-state snapshot that just fell out of the last STATES_KEPT.
+
+    Each batch writes the full state; only the latest is ever read, the few before it are
+    kept for readers that loaded the log a moment earlier. One snapshot goes per batch, so
+    the lake's size does not grow with the number of batches either.
+    """
+    with_state = [c for c in commits if c.published_under(CUSTOMERS_DIR)]
+    if len(with_state) > STATES_KEPT:
+        old = with_state[-STATES_KEPT - 1]
+        folder = batch_dir(CUSTOMERS_DIR, old.batch_id)
+        for p in old.published_under(CUSTOMERS_DIR):
+            if not p.startswith(folder + "/"):
+                lake.remove(p)  # a snapshot from before in-place folders
+        lake.remove(folder)
+
+
+def write_checkpoint(lake: Lake) -> None:
+    """Compact the commit log into one file (the records stay: they are the source of truth)."""
+    commits = load_commits(lake)
+    lake.write_json(
+        CHECKPOINT_PATH,
+        {"last_batch_id": commits[-1].batch_id if commits else 0,
+         "commits": [c.to_json() for c in commits]},
+    )
 
 
 def recover(lake: Lake, commits: list[Commit]) -> list[str]:
     """Finish interrupted publications and drop staging of runs that never committed.
 
     Returns the run ids whose staging was discarded. Call only while holding the writer lock.
+    Only staging folders that exist are looked at, so the cost does not grow with history.
     """
-    committed_runs = {c.run_id for c in commits}
-    for c in commits:
-        if lake.exists(f"{RUNS_STAGING_DIR}/{c.run_id}"):
-            complete_publication(lake, c)
+    committed = {c.run_id: c for c in commits}
     discarded = []
-    for rel in sorted({p.split("/")[1] for p in lake.list_files(RUNS_STAGING_DIR)}):
-        if rel not in committed_runs:
-            lake.remove(f"{RUNS_STAGING_DIR}/{rel}")
-            discarded.append(rel)
+    for run_id in lake.list_children(RUNS_STAGING_DIR):
+        commit = committed.get(run_id)
+        if commit is not None:
+            complete_publication(lake, commit, _fault="mid_recovery")
+        else:
+            lake.remove(f"{RUNS_STAGING_DIR}/{run_id}")
+            discarded.append(run_id)
+    # In-place outputs of a run that died before its commit: nothing refers to them, and the
+    # next batch, which takes the same id, must start from an empty folder.
+    upcoming = next_batch_id(commits)
+    for kind_dir in (CUSTOMERS_DIR, PURCHASE_KEYS_DIR):
+        lake.remove(batch_dir(kind_dir, upcoming))
     return discarded
 
 

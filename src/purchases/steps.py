@@ -2,6 +2,9 @@
 
 Each step can run alone (locally, or as a Glue job / Lambda on AWS): what one step hands
 the next is written under the run's staging folder in the lake, never kept in memory.
+
+Every step is idempotent: run again (a retry, or the next run after a crash) it starts from
+what the lake says, clears what an earlier attempt left half-done, and reaches the same end.
 """
 
 from __future__ import annotations
@@ -13,14 +16,25 @@ from datetime import date
 from typing import Any
 
 from purchases import bronze, catalog, gold, serving, silver
-from purchases.catalog import RUNS_STAGING_DIR, Commit, FileOutcome
+from purchases.catalog import (
+    CUSTOMERS_DIR,
+    PURCHASE_KEYS_DIR,
+    RUNS_STAGING_DIR,
+    Commit,
+    FileOutcome,
+)
 from purchases.config import Settings
-from purchases.contract import CUSTOMER_STATE_COLUMNS, FX_COLUMNS, PURCHASE_KEY_COLUMNS, SILVER_COLUMNS
+from purchases.contract import (
+    CUSTOMER_STATE_COLUMNS,
+    FX_COLUMNS,
+    PURCHASE_KEY_COLUMNS,
+    SILVER_COLUMNS,
+)
 from purchases.engines import Engine, open_engine
 from purchases.errors import PermanentError
 from purchases.faults import fault_point
 from purchases.fx import load_fx_rates
-from purchases.storage import Lake
+from purchases.storage import BronzeObject, Lake
 
 
 @dataclass
@@ -68,6 +82,11 @@ def bronze_to_silver(ctx: RunContext) -> StepResult:
     commits = catalog.load_commits(lake)
     pending = _pending(lake, commits, ctx.only_files)
     batch_id = catalog.next_batch_id(commits)
+    # An earlier attempt of this run (a retry) may have left part of its output: start clean.
+    lake.remove(ctx.staging)
+    lake.remove(catalog.batch_dir(PURCHASE_KEYS_DIR, batch_id))
+    key_range: list[int] | None = None
+    checked: list[Commit] = []
     inspected = [(obj, bronze.inspect(lake, obj)) for obj in pending]
     readable = [f for _, f in inspected if f.rejection is None]
     outcomes = {
@@ -84,7 +103,7 @@ def bronze_to_silver(ctx: RunContext) -> StepResult:
     if readable:
         engine = ctx.engine_factory(ctx.settings, ctx.lake)
         try:
-            _validate(ctx, engine, readable, commits, outcomes)
+            key_range, checked = _validate(ctx, engine, readable, commits, outcomes, batch_id)
         finally:
             engine.close()
     plan = {
@@ -92,6 +111,7 @@ def bronze_to_silver(ctx: RunContext) -> StepResult:
         "base_batch_id": batch_id - 1,
         "files": [o.__dict__ for o in outcomes.values()],
         "ingestion_date": str(max((f.ingestion_date for f in pending), default=date.today())),
+        "key_range": key_range,
     }
     lake.write_json(ctx.plan_path, plan)
     fault_point("after_bronze_to_silver")
@@ -105,21 +125,38 @@ def bronze_to_silver(ctx: RunContext) -> StepResult:
             "rejected": sum(o.rejected_total for o in files),
             "duplicates": sum(o.duplicates for o in files),
             "files_rejected": sum(1 for o in files if o.file_rejection),
+            # How much history the duplicate check read: stays small as history grows.
+            "earlier_batches_read": len(checked),
         },
         files=files,
         seconds=time.perf_counter() - started,
     )
 
 
+def pending_files(
+    lake: Lake, commits: list[Commit], only: list[str] | None = None
+) -> list[BronzeObject]:
+    """Bronze files not processed yet (by path + content hash), in arrival order.
+
+    With `only`, just those lake-relative paths are looked at (no listing of all bronze).
+
+    Raises:
+        PermanentError: a path in `only` is not a bronze data file in the lake.
+    """
+    return _pending(lake, commits, only)
+
+
 def _pending(lake: Lake, commits: list[Commit], only: list[str] | None) -> list[Any]:
     done = catalog.processed_file_ids(commits)
-    objects = lake.list_bronze()
-    if only is not None:
-        wanted = set(only)
-        objects = [o for o in objects if o.path in wanted]
-        missing = wanted - {o.path for o in objects}
+    if only is None:
+        objects = lake.list_bronze()
+    else:
+        found = {p: lake.bronze_object(p) for p in dict.fromkeys(only)}
+        missing = sorted(p for p, o in found.items() if o is None)
         if missing:
-            raise PermanentError(f"bronze file not found in the lake: {sorted(missing)[0]}")
+            raise PermanentError(f"bronze file not found in the lake: {missing[0]}")
+        objects = sorted((o for o in found.values() if o is not None),
+                         key=lambda o: (o.ingestion_date, o.path))
     # Identity is path + content hash. Re-hashing all history every run would make a run's
     # cost grow with it, so a file whose size and modification stamp are as processed is
     # skipped unread; only a path whose stamp moved is hashed to see if its bytes changed.
@@ -140,25 +177,39 @@ def _validate(
     files: list[bronze.BronzeFile],
     commits: list[Commit],
     outcomes: dict[str, FileOutcome],
-) -> None:
+    batch_id: int,
+) -> tuple[list[int] | None, list[Commit]]:
+    """Classify the batch's rows, write staged silver/quarantine and the batch's purchase
+    keys. Returns the [min, max] purchase_id of the keys (None when nothing was accepted)
+    and the earlier batches the duplicate check read."""
     lake, settings = ctx.lake, ctx.settings
     engine.register_bronze(lake, files)
     rates = load_fx_rates(settings.fx_rates)
     engine.register_rows(
         "fx_rates", FX_COLUMNS, [(r.currency, r.rate_to_aud, r.valid_from) for r in rates]
     )
-    engine.register_parquet(
-        "purchase_keys",
-        [lake.url(p) for p in catalog.purchase_key_files(commits)],
-        PURCHASE_KEY_COLUMNS,
-    )
     engine.create_view("standardised", silver.standardised_sql("raw_rows"))
     engine.create_table("fx_ranges", silver.fx_ranges_sql("fx_rates"))
-    engine.create_view(
+    engine.create_table(
         "validated",
         silver.validated_sql("standardised", "fx_ranges", max_amount=settings.max_amount),
     )
-    engine.create_table("classified", silver.classified_sql("validated", "purchase_keys"))
+    earlier = _batches_to_check(engine, commits)
+    engine.register_parquet(
+        "purchase_keys",
+        [lake.url(p) for c in earlier for p in c.published_under(PURCHASE_KEYS_DIR)],
+        PURCHASE_KEY_COLUMNS,
+    )
+    engine.register_parquet(
+        "silver_history",
+        [lake.url(p) for c in earlier for p in c.published_under("silver")],
+        SILVER_COLUMNS,
+    )
+    engine.create_table(
+        "decisions",
+        silver.duplicate_decisions_sql("validated", "purchase_keys", "silver_history"),
+    )
+    engine.create_view("classified", silver.classified_sql("validated", "decisions"))
     engine.write_parquet(
         silver.silver_sql("classified"),
         ctx.output("silver"),
@@ -170,11 +221,20 @@ def _validate(
         ctx.output("quarantine"),
         partition_by="ingestion_date",
     )
-    engine.write_parquet(
-        silver.purchase_keys_sql("classified") + " ORDER BY purchase_id",
-        ctx.output("purchase_keys"),
-    )
     fault_point("after_quarantine_write")
+    # Keys are reached only through the commit record, so they are written in place (see
+    # catalog): no later move, and nothing refers to them if this run never commits.
+    keys_dir = catalog.batch_dir(PURCHASE_KEYS_DIR, batch_id)
+    lo, hi = engine.fetch(
+        f"SELECT MIN(purchase_id), MAX(purchase_id) FROM classified "
+        f"WHERE outcome = '{silver.ACCEPTED}'"
+    )[0]
+    if lo is not None:
+        lake.makedirs(keys_dir)
+        engine.write_parquet(
+            silver.purchase_keys_sql("classified") + " ORDER BY purchase_id", lake.url(keys_dir)
+        )
+    fault_point("after_keys_write")
     for source_file, outcome, reason, n, invalid_emails in engine.fetch(
         silver.file_counts_sql("classified", "malformed_rows")
     ):
@@ -187,6 +247,39 @@ def _validate(
             o.duplicates += n
         else:
             o.rejected[reason] = o.rejected.get(reason, 0) + n
+    return (None if lo is None else [int(lo), int(hi)]), earlier
+
+
+def _batches_to_check(engine: Engine, commits: list[Commit]) -> list[Commit]:
+    """Earlier batches that may hold one of this batch's purchase ids.
+
+    A batch's keys file records its [min, max] purchase_id; only batches whose range meets
+    one of the ids that passed validation are read for the duplicate check. Purchase ids
+    grow over time, so that is the last few batches plus the rare re-sent old purchase,
+    instead of every purchase ever accepted.
+    """
+    ranged: list[tuple[int, int, int]] = []
+    always: set[int] = set()
+    for c in commits:
+        for p in c.published_under(PURCHASE_KEYS_DIR):
+            lo, hi = c.key_ranges.get(p, (None, None))
+            if lo is None or hi is None:
+                always.add(c.batch_id)  # recorded before ranges were: always read
+            else:
+                ranged.append((c.batch_id, int(lo), int(hi)))
+    hit: set[int] = set()
+    if ranged:
+        engine.register_rows(
+            "key_ranges", {"batch_id": "BIGINT", "lo": "BIGINT", "hi": "BIGINT"}, ranged
+        )
+        hit = {
+            int(b)
+            for (b,) in engine.fetch(
+                "SELECT DISTINCT r.batch_id FROM key_ranges r JOIN validated v "
+                "ON v.purchase_id BETWEEN r.lo AND r.hi WHERE v.reason IS NULL"
+            )
+        }
+    return [c for c in commits if c.batch_id in hit or c.batch_id in always]
 
 
 # --- silver -> gold --------------------------------------------------------------------------
@@ -196,10 +289,20 @@ def silver_to_gold(ctx: RunContext) -> StepResult:
     """Merge the batch into the customer state, stage gold, and publish the batch atomically."""
     started = time.perf_counter()
     lake = ctx.lake
+    commits = catalog.load_commits(lake)
+    mine = next((c for c in reversed(commits) if c.run_id == ctx.run_id), None)
+    if mine is not None:
+        # A retry after this run's commit point: the batch is published already (perhaps not
+        # all moved yet); finish it rather than plan it again.
+        catalog.complete_publication(lake, mine)
+        return StepResult(
+            "silver_to_gold",
+            counts={"customers_changed": mine.customers_changed, "batch_id": mine.batch_id},
+            seconds=time.perf_counter() - started,
+        )
     if not lake.exists(ctx.plan_path):
         raise PermanentError(f"run {ctx.run_id}: bronze_to_silver has not run (no plan)")
     plan = lake.read_json(ctx.plan_path)
-    commits = catalog.load_commits(lake)
     if catalog.next_batch_id(commits) != plan["batch_id"]:
         raise PermanentError(
             f"run {ctx.run_id}: batch {plan['batch_id']} was planned on a lake another run has "
@@ -211,6 +314,10 @@ def silver_to_gold(ctx: RunContext) -> StepResult:
         return StepResult("silver_to_gold", counts={"customers_changed": 0, "batch_id": None},
                           seconds=time.perf_counter() - started)
     batch_id = plan["batch_id"]
+    state_dir = catalog.batch_dir(CUSTOMERS_DIR, batch_id)
+    # Whatever an earlier attempt of this step wrote is redone from the plan.
+    lake.remove(f"{ctx.staging}/gold")
+    lake.remove(state_dir)
     staged_silver = [p for p in lake.list_files(f"{ctx.staging}/silver") if p.endswith(".parquet")]
     customers_changed = 0
     if staged_silver:
@@ -228,15 +335,20 @@ def silver_to_gold(ctx: RunContext) -> StepResult:
                 gold.changed_customers_sql("batch_silver", "customer_state", batch_id=batch_id),
             )
             engine.write_parquet(gold.gold_sql("changed"), ctx.output("gold"))
+            fault_point("after_gold_write")
+            # The state is reached only through the commit record: written in place.
+            lake.makedirs(state_dir)
             engine.write_parquet(
                 gold.next_state_sql("customer_state", "changed") + " ORDER BY customer_id",
-                ctx.output("customers"),
+                lake.url(state_dir),
             )
+            fault_point("after_state_write")
             customers_changed = int(engine.fetch("SELECT COUNT(*) FROM changed")[0][0])
         finally:
             engine.close()
-    fault_point("after_gold_write")
     day = catalog.as_date(plan["ingestion_date"])
+    keys = _parquet_files(lake, catalog.batch_dir(PURCHASE_KEYS_DIR, batch_id))
+    key_range = plan.get("key_range")
     commit = Commit(
         batch_id=batch_id,
         run_id=ctx.run_id,
@@ -244,9 +356,12 @@ def silver_to_gold(ctx: RunContext) -> StepResult:
         files=files,
         moves=_final_names(lake, ctx.staging, batch_id, day),
         customers_changed=customers_changed,
+        outputs=[*_parquet_files(lake, state_dir), *keys],
+        key_ranges={p: key_range for p in keys} if key_range else {},
     )
     catalog.publish(lake, commit)
     fault_point("after_commit")
+    catalog.drop_old_state(lake, [*commits, commit])
     return StepResult(
         "silver_to_gold",
         counts={"customers_changed": customers_changed, "batch_id": batch_id},
@@ -254,20 +369,21 @@ def silver_to_gold(ctx: RunContext) -> StepResult:
     )
 
 
+def _parquet_files(lake: Lake, rel_dir: str) -> list[str]:
+    return [p for p in lake.list_files(rel_dir)
+            if p.endswith(".parquet") and not p.rsplit("/", 1)[-1].startswith((".", "_"))]
+
+
 def _final_names(lake: Lake, staging: str, batch_id: int, day: date) -> list[tuple[str, str]]:
     """Where each staged file is published: batch-numbered, so no two batches collide."""
     targets = {
         "silver": "silver",
         "quarantine": "quarantine",
-        "purchase_keys": "_state/purchase_keys",
         "gold": Lake.gold_dir(day),
-        "customers": "_state/customers",
     }
     moves = []
     for kind, target in targets.items():
-        for src in lake.list_files(f"{staging}/{kind}"):
-            if not src.endswith(".parquet"):
-                continue
+        for src in _parquet_files(lake, f"{staging}/{kind}"):
             inner = src[len(f"{staging}/{kind}/") :]
             head, _, name = inner.rpartition("/")
             dst_name = f"batch-{batch_id:012d}-{name}"

@@ -15,6 +15,7 @@ import fsspec
 from fsspec.core import url_to_fs
 
 from purchases.contract import BRONZE_FILE_SUFFIXES
+from purchases.faults import fault_point
 
 # bronze/year=YYYY/month=MM/day=DD/<name>  or the original AWS layout bronze/YYYY/MM/DD/<name>
 _BRONZE_HIVE = re.compile(r"(?:^|/)bronze/year=(\d{4})/month=(\d{2})/day=(\d{2})/([^/]+)$")
@@ -47,6 +48,15 @@ def parse_bronze_path(path: str) -> tuple[date, str] | None:
 def is_bronze_data_file(name: str) -> bool:
     # Hidden and underscore names are in-flight copies or markers, never data.
     return not name.startswith((".", "_")) and name.lower().endswith(BRONZE_FILE_SUFFIXES)
+
+
+def _bronze_object(rel: str, info: dict[str, Any]) -> BronzeObject | None:
+    parsed = parse_bronze_path(rel)
+    if not parsed or not is_bronze_data_file(parsed[1]):
+        return None
+    size = int(info.get("size") or 0)
+    stamp = info.get("mtime") or info.get("ETag") or info.get("LastModified") or ""
+    return BronzeObject(rel, parsed[0], size, f"{size}:{stamp}")
 
 
 class Lake:
@@ -94,6 +104,15 @@ class Lake:
         prefix = self.root + "/"
         return sorted(p[len(prefix) :] for p in self.fs.find(base) if p.startswith(prefix))
 
+    def list_children(self, rel: str) -> list[str]:
+        """Names of the entries (files or folders) directly below rel, sorted; hidden ones
+        (in-flight temporaries) left out."""
+        base = self.full(rel)
+        if not self.fs.exists(base):
+            return []
+        names = (posixpath.basename(p.rstrip("/")) for p in self.fs.ls(base, detail=False))
+        return sorted(n for n in names if n and not n.startswith("."))
+
     def list_bronze(self) -> list[BronzeObject]:
         """Every landed bronze data file, in (ingestion date, path) order."""
         found = []
@@ -102,13 +121,18 @@ class Lake:
             return []
         prefix = self.root + "/"
         for full, info in self.fs.find(base, detail=True).items():
-            rel = full[len(prefix) :]
-            parsed = parse_bronze_path(rel)
-            if parsed and is_bronze_data_file(parsed[1]):
-                size = int(info.get("size") or 0)
-                stamp = info.get("mtime") or info.get("ETag") or info.get("LastModified") or ""
-                found.append(BronzeObject(rel, parsed[0], size, f"{size}:{stamp}"))
+            obj = _bronze_object(full[len(prefix) :], info)
+            if obj is not None:
+                found.append(obj)
         return sorted(found, key=lambda o: (o.ingestion_date, o.path))
+
+    def bronze_object(self, rel: str) -> BronzeObject | None:
+        """The landed bronze data file at rel, or None when there is none (one stat, no list)."""
+        try:
+            info = self.fs.info(self.full(rel))
+        except FileNotFoundError:
+            return None
+        return _bronze_object(rel, info) if info.get("type") != "directory" else None
 
     def open(self, rel: str, mode: str = "rb") -> Any:
         return self.fs.open(self.full(rel), mode)
@@ -134,6 +158,7 @@ class Lake:
         self.fs.makedirs(posixpath.dirname(self.full(rel)), exist_ok=True)
         with self.fs.open(self.full(tmp), "wb") as fh:
             fh.write(data)
+        fault_point("mid_atomic_write")
         self.fs.mv(self.full(tmp), self.full(rel))
 
     def write_json(self, rel: str, payload: Any) -> None:
