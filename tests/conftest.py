@@ -43,7 +43,9 @@ def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
     """Settings of a fresh home folder (lake + SQLite) under tmp_path; env cleared."""
     for key in list(os.environ):
         if key.startswith("PURCHASES_") and key not in (
-            "PURCHASES_REQUIRE_SERVICES", "PURCHASES_TEST_POSTGRES_URL", "PURCHASES_TEST_MYSQL_URL"
+            "PURCHASES_REQUIRE_SERVICES",
+            "PURCHASES_TEST_POSTGRES_URL",
+            "PURCHASES_TEST_MYSQL_URL",
         ):
             monkeypatch.delenv(key)
     return load_settings(home=tmp_path / "home")

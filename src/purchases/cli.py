@@ -15,7 +15,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from purchases import bronze, catalog, history, serving
+from purchases import bronze, history, serving
 from purchases.cli_db import db_app
 from purchases.config import Settings, load_settings
 from purchases.contract import QUARANTINE_COLUMNS, TOP_CUSTOMERS_COLUMNS
@@ -54,21 +54,33 @@ FormatOption = Annotated[
 
 @app.callback()
 def _global(
-    home: Annotated[Path | None, typer.Option(help="Folder for the lake, database and lock "
-                                              "[env PURCHASES_HOME; default ./.purchases].")] = None,
-    lake: Annotated[str | None, typer.Option(help="Lake URI [env PURCHASES_LAKE].")] = None,
-    database_url: Annotated[str | None, typer.Option(
-        help="SQLAlchemy URL of the serving database [env PURCHASES_DATABASE_URL].")] = None,
-    fx_rates: Annotated[Path | None, typer.Option(
-        help="FX rates CSV [env PURCHASES_FX_RATES; default: the shipped illustrative table].")
+    home: Annotated[
+        Path | None,
+        typer.Option(
+            help="Folder for the lake, database and lock "
+            "[env PURCHASES_HOME; default ./.purchases]."
+        ),
     ] = None,
-    engine: Annotated[str | None, typer.Option(help="duckdb or spark [env PURCHASES_ENGINE].")
-                      ] = None,
+    lake: Annotated[str | None, typer.Option(help="Lake URI [env PURCHASES_LAKE].")] = None,
+    database_url: Annotated[
+        str | None,
+        typer.Option(help="SQLAlchemy URL of the serving database [env PURCHASES_DATABASE_URL]."),
+    ] = None,
+    fx_rates: Annotated[
+        Path | None,
+        typer.Option(
+            help="FX rates CSV [env PURCHASES_FX_RATES; default: the shipped illustrative table]."
+        ),
+    ] = None,
+    engine: Annotated[
+        str | None, typer.Option(help="duckdb or spark [env PURCHASES_ENGINE].")
+    ] = None,
     debug: Annotated[bool, typer.Option(help="Show full tracebacks on errors.")] = False,
 ) -> None:
     state.debug = debug
-    state.settings = load_settings(home=home, lake=lake, database_url=database_url,
-                                   fx_rates=fx_rates, engine=engine)
+    state.settings = load_settings(
+        home=home, lake=lake, database_url=database_url, fx_rates=fx_rates, engine=engine
+    )
 
 
 def _lake() -> Lake:
@@ -90,8 +102,9 @@ def _parse_day(value: str | None, option: str) -> date | None:
 @app.command()
 def ingest(
     paths: Annotated[list[Path], typer.Argument(help="CSV/.csv.gz files or folders of them.")],
-    day: Annotated[str | None, typer.Option("--date", help="Ingestion date YYYY-MM-DD "
-                                            "[default: today, UTC].")] = None,
+    day: Annotated[
+        str | None, typer.Option("--date", help="Ingestion date YYYY-MM-DD [default: today, UTC].")
+    ] = None,
 ) -> None:
     """Land files in bronze/year=YYYY/month=MM/day=DD/ (atomically; same bytes again: no-op)."""
     when = _parse_day(day, "--date") or datetime.now(UTC).date()
@@ -107,8 +120,9 @@ def ingest(
 
 @app.command()
 def run(
-    wait: Annotated[bool, typer.Option("--wait/--no-wait",
-                                       help="Wait for a run in progress, or exit 3.")] = True,
+    wait: Annotated[
+        bool, typer.Option("--wait/--no-wait", help="Wait for a run in progress, or exit 3.")
+    ] = True,
 ) -> None:
     """Process every pending bronze file through all steps and print what happened."""
     from purchases.orchestrator import RunBusy, run_pipeline
@@ -116,7 +130,8 @@ def run(
     try:
         with err.status("running…") as status:
             record = run_pipeline(
-                state.settings, wait=wait,
+                state.settings,
+                wait=wait,
                 on_step=lambda task, step: status.update(f"{task.name}: {step.status}"),
             )
     except RunBusy as exc:
@@ -127,14 +142,25 @@ def run(
 
 @app.command()
 def watch(
-    inbox: Annotated[Path | None, typer.Argument(
-        help="Folder to watch [default: $PURCHASES_HOME/inbox].")] = None,
-    settle: Annotated[float, typer.Option(
-        min=0.0, help="Seconds a file's size and mtime must stay unchanged before it is "
-        "taken (write to x.part and rename to skip the wait).")] = 2.0,
-    debounce: Annotated[float, typer.Option(
-        min=0.0, help="Quiet seconds after the last landed file before a run starts: files "
-        "arriving together are run together.")] = 2.0,
+    inbox: Annotated[
+        Path | None, typer.Argument(help="Folder to watch [default: $PURCHASES_HOME/inbox].")
+    ] = None,
+    settle: Annotated[
+        float,
+        typer.Option(
+            min=0.0,
+            help="Seconds a file's size and mtime must stay unchanged before it is "
+            "taken (write to x.part and rename to skip the wait).",
+        ),
+    ] = 2.0,
+    debounce: Annotated[
+        float,
+        typer.Option(
+            min=0.0,
+            help="Quiet seconds after the last landed file before a run starts: files "
+            "arriving together are run together.",
+        ),
+    ] = 2.0,
 ) -> None:
     """Watch a folder: land each complete new CSV in bronze under its arrival date, then run.
 
@@ -144,8 +170,11 @@ def watch(
     from purchases.triggers import WatchOptions, log_to_stderr, watch_folder
 
     log_to_stderr()
-    watch_folder(state.settings, inbox or state.settings.home / "inbox",
-                 WatchOptions(settle=settle, debounce=debounce))
+    watch_folder(
+        state.settings,
+        inbox or state.settings.home / "inbox",
+        WatchOptions(settle=settle, debounce=debounce),
+    )
 
 
 def print_run(record: history.RunRecord) -> None:
@@ -155,23 +184,35 @@ def print_run(record: history.RunRecord) -> None:
         reasons = ", ".join(f"{k}={v}" for k, v in sorted(rejected.items()))
         if f.get("file_rejection"):
             reasons = f"FILE REJECTED: {f['file_rejection']} ({f['detail']})"
-        rows.append({
-            "file": f["path"], "rows": f["rows_in"], "accepted": f["accepted"],
-            "rejected": sum(rejected.values()), "duplicates": f["duplicates"],
-            "invalid_emails": f["invalid_emails"], "reasons": reasons,
-        })
+        rows.append(
+            {
+                "file": f["path"],
+                "rows": f["rows_in"],
+                "accepted": f["accepted"],
+                "rejected": sum(rejected.values()),
+                "duplicates": f["duplicates"],
+                "invalid_emails": f["invalid_emails"],
+                "reasons": reasons,
+            }
+        )
     if rows:
         render_rows(out, rows, list(rows[0]), OutputFormat.table, title=f"run {record.run_id}")
     else:
         out.print("no pending files" if record.status == "succeeded" else "no files processed")
     counts = record.counts()
     by_reason = ", ".join(f"{k}={v}" for k, v in record.rejected_by_reason().items())
-    out.print(f"rows: in={counts.get('rows_in', 0)} accepted={counts.get('accepted', 0)} "
-              f"rejected={counts.get('rejected', 0)}" + (f" ({by_reason})" if by_reason else "")
-              + f" duplicates={counts.get('duplicates', 0)}", highlight=False)
-    out.print(f"customers changed: {counts.get('customers_changed', 0)}; "
-              f"customers upserted: {counts.get('customers_upserted', 0)}; "
-              f"{record.status} in {record.seconds:.1f}s")
+    out.print(
+        f"rows: in={counts.get('rows_in', 0)} accepted={counts.get('accepted', 0)} "
+        f"rejected={counts.get('rejected', 0)}"
+        + (f" ({by_reason})" if by_reason else "")
+        + f" duplicates={counts.get('duplicates', 0)}",
+        highlight=False,
+    )
+    out.print(
+        f"customers changed: {counts.get('customers_changed', 0)}; "
+        f"customers upserted: {counts.get('customers_upserted', 0)}; "
+        f"{record.status} in {record.seconds:.1f}s"
+    )
 
 
 # --- reading results ---------------------------------------------------------------------------
@@ -210,69 +251,117 @@ def rejects(
 
 
 @runs_app.callback()
-def runs_list(ctx: typer.Context, fmt: FormatOption = OutputFormat.table,
-              limit: Annotated[int, typer.Option(min=1, help="The latest N runs.")] = 50) -> None:
+def runs_list(
+    ctx: typer.Context,
+    fmt: FormatOption = OutputFormat.table,
+    limit: Annotated[int, typer.Option(min=1, help="The latest N runs.")] = 50,
+) -> None:
     """Run history: id, start, status, files, counts, duration."""
     if ctx.invoked_subcommand:
         return
     rows = []
     for r in history.load_all(_lake(), limit=limit):
         c = r.counts()
-        rows.append({
-            "run_id": r.run_id, "started": r.started_at, "trigger": r.trigger,
-            "status": r.status, "files": len(r.files), "accepted": c.get("accepted", 0),
-            "rejected": c.get("rejected", 0), "duplicates": c.get("duplicates", 0),
-            "customers_changed": c.get("customers_changed", 0), "seconds": r.seconds,
-            "failed_step": r.failed_step,
-        })
-    cols = ["run_id", "started", "trigger", "status", "files", "accepted", "rejected",
-            "duplicates", "customers_changed", "seconds", "failed_step"]
+        rows.append(
+            {
+                "run_id": r.run_id,
+                "started": r.started_at,
+                "trigger": r.trigger,
+                "status": r.status,
+                "files": len(r.files),
+                "accepted": c.get("accepted", 0),
+                "rejected": c.get("rejected", 0),
+                "duplicates": c.get("duplicates", 0),
+                "customers_changed": c.get("customers_changed", 0),
+                "seconds": r.seconds,
+                "failed_step": r.failed_step,
+            }
+        )
+    cols = [
+        "run_id",
+        "started",
+        "trigger",
+        "status",
+        "files",
+        "accepted",
+        "rejected",
+        "duplicates",
+        "customers_changed",
+        "seconds",
+        "failed_step",
+    ]
     render_rows(out, rows, cols, fmt, title="Runs")
 
 
 @runs_app.command("show")
-def runs_show(run_id: Annotated[str, typer.Argument(help="A run id from `purchases runs`.")],
-              fmt: FormatOption = OutputFormat.table) -> None:
+def runs_show(
+    run_id: Annotated[str, typer.Argument(help="A run id from `purchases runs`.")],
+    fmt: FormatOption = OutputFormat.table,
+) -> None:
     """One run: per-step status, attempts, durations, files, counts and error."""
     record = history.load(_lake(), run_id)
     if record is None:
         raise InputError(f"no run {run_id!r} (see `purchases runs`)")
     if fmt is OutputFormat.json:
-        from dataclasses import asdict
         import json
+        from dataclasses import asdict
 
         out.file.write(json.dumps(asdict(record), default=str) + "\n")
         return
     from rich.markup import escape
 
-    out.print(f"run {record.run_id}  trigger={record.trigger}  status={record.status}  "
-              f"started={record.started_at}  finished={record.finished_at}  "
-              f"seconds={record.seconds}", markup=False, highlight=False)
+    out.print(
+        f"run {record.run_id}  trigger={record.trigger}  status={record.status}  "
+        f"started={record.started_at}  finished={record.finished_at}  "
+        f"seconds={record.seconds}",
+        markup=False,
+        highlight=False,
+    )
     if record.input:
-        out.print("input: " + "  ".join(f"{k}={v}" for k, v in record.input.items()),
-                  markup=False, highlight=False)
+        out.print(
+            "input: " + "  ".join(f"{k}={v}" for k, v in record.input.items()),
+            markup=False,
+            highlight=False,
+        )
     for what, items in record.recovered.items():
-        out.print(f"recovered first: {what.replace('_', ' ')}: {', '.join(map(str, items))}",
-                  markup=False, highlight=False)
+        out.print(
+            f"recovered first: {what.replace('_', ' ')}: {', '.join(map(str, items))}",
+            markup=False,
+            highlight=False,
+        )
     if record.failed_step:
-        out.print(f"[red]failed step: {escape(record.failed_step)}  "
-                  f"{escape(str(record.error_class))}: {escape(str(record.error))}[/]")
+        out.print(
+            f"[red]failed step: {escape(record.failed_step)}  "
+            f"{escape(str(record.error_class))}: {escape(str(record.error))}[/]"
+        )
     elif record.error:
         out.print(f"[yellow]{escape(record.error)}[/]")
-    steps = [{"step": s.step, "status": s.status, "attempts": s.attempts,
-              "seconds": round(s.seconds, 3),
-              "counts": ", ".join(f"{k}={v}" for k, v in s.counts.items()
-                                  if k != "rejected_by_reason"),
-              "error": f"{s.error_class}: {s.error}" if s.error else None}
-             for s in record.steps]
+    steps = [
+        {
+            "step": s.step,
+            "status": s.status,
+            "attempts": s.attempts,
+            "seconds": round(s.seconds, 3),
+            "counts": ", ".join(
+                f"{k}={v}" for k, v in s.counts.items() if k != "rejected_by_reason"
+            ),
+            "error": f"{s.error_class}: {s.error}" if s.error else None,
+        }
+        for s in record.steps
+    ]
     render_rows(out, steps, list(steps[0]) if steps else [], OutputFormat.table, title="Steps")
     print_run(record)
 
 
 @app.command()
 def query(
-    sql: Annotated[str, typer.Argument(help="SQL over the views bronze, silver, quarantine, "
-                                       "gold and customers (current state).")],
+    sql: Annotated[
+        str,
+        typer.Argument(
+            help="SQL over the views bronze, silver, quarantine, "
+            "gold and customers (current state)."
+        ),
+    ],
     fmt: FormatOption = OutputFormat.table,
 ) -> None:
     """SQL over the lake (an embedded stand-in for Athena), run by DuckDB."""
@@ -291,15 +380,22 @@ def generate(
     rows: Annotated[int, typer.Option(min=0, help="Rows per day.")] = 15_000,
     days: Annotated[int, typer.Option(min=1, help="Number of ingestion days.")] = 7,
     seed: Annotated[int, typer.Option(help="Random seed (same seed, same files).")] = 42,
-    bad_ratio: Annotated[float, typer.Option(min=0.0, max=1.0,
-                                             help="Share of bad rows per day.")] = 0.02,
+    bad_ratio: Annotated[
+        float, typer.Option(min=0.0, max=1.0, help="Share of bad rows per day.")
+    ] = 0.02,
     start: Annotated[str, typer.Option(help="First ingestion date.")] = "2024-01-15",
 ) -> None:
     """Write realistic sample purchase files, with a controllable share of bad rows."""
     from purchases.generate import generate as write_files
 
-    files = write_files(out_dir, rows=rows, days=days, seed=seed, bad_ratio=bad_ratio,
-                        start=_parse_day(start, "--start"))
+    files = write_files(
+        out_dir,
+        rows=rows,
+        days=days,
+        seed=seed,
+        bad_ratio=bad_ratio,
+        start=_parse_day(start, "--start"),
+    )
     for f in files:
         out.print(f"{f.path}  ({f.rows} rows, ingest on {f.ingestion_date})")
 
@@ -323,14 +419,21 @@ def demo(
             with err.status(f"day {f.ingestion_date}: running…"):
                 record = run_pipeline(state.settings, trigger="demo")
             c = record.counts()
-            out.print(f"{f.ingestion_date}: rows={c.get('rows_in', 0)} "
-                      f"accepted={c.get('accepted', 0)} rejected={c.get('rejected', 0)} "
-                      f"duplicates={c.get('duplicates', 0)} "
-                      f"customers changed={c.get('customers_changed', 0)} "
-                      f"({record.seconds:.1f}s)")
+            out.print(
+                f"{f.ingestion_date}: rows={c.get('rows_in', 0)} "
+                f"accepted={c.get('accepted', 0)} rejected={c.get('rejected', 0)} "
+                f"duplicates={c.get('duplicates', 0)} "
+                f"customers changed={c.get('customers_changed', 0)} "
+                f"({record.seconds:.1f}s)"
+            )
     with serving.connect(state.settings) as db:
-        render_rows(out, db.top(5), list(TOP_CUSTOMERS_COLUMNS), OutputFormat.table,
-                    title="Top 5 customers by total spent (AUD)")
+        render_rows(
+            out,
+            db.top(5),
+            list(TOP_CUSTOMERS_COLUMNS),
+            OutputFormat.table,
+            title="Top 5 customers by total spent (AUD)",
+        )
 
 
 # --- entry point -----------------------------------------------------------------------------
@@ -353,14 +456,18 @@ def main(argv: list[str] | None = None) -> Any:
         sys.exit(130)
     except Exception as exc:  # noqa: BLE001 - the last line of defence: no traceback for users
         # Usage errors of the CLI parser (typer ships its own click): shown as click shows them.
-        if callable(getattr(exc, "show", None)) and isinstance(getattr(exc, "exit_code", None),
-                                                               int):
+        if callable(getattr(exc, "show", None)) and isinstance(
+            getattr(exc, "exit_code", None), int
+        ):
             exc.show()
             sys.exit(exc.exit_code)
         if debug:
             err.print_exception()
-        err.print(f"[red]Error:[/] unexpected {type(exc).__name__}: {exc} "
-                  "(rerun with --debug for the traceback)", soft_wrap=True)
+        err.print(
+            f"[red]Error:[/] unexpected {type(exc).__name__}: {exc} "
+            "(rerun with --debug for the traceback)",
+            soft_wrap=True,
+        )
         sys.exit(EXIT_ERROR)
 
 

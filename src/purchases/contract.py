@@ -138,6 +138,9 @@ CUSTOMER_STATE_COLUMNS: dict[str, str] = {
 PURCHASE_KEY_COLUMNS: dict[str, str] = {"purchase_id": "BIGINT"}
 """Every accepted purchase_id, sorted per batch: a compact index for the duplicate check."""
 
+TEXT_WIDTH = 255
+"""Width of the serving tables' name and email columns (VARCHAR(255) in the seed DDL)."""
+
 FX_COLUMNS: dict[str, str] = {"currency": "VARCHAR", "rate_to_aud": RATE_TYPE, "valid_from": "DATE"}
 
 # --- serving database (DESIGN §5) ----------------------------------------------------------
@@ -184,8 +187,8 @@ summary_table = Table(
     SUMMARY_TABLE,
     metadata,
     Column("customer_id", BigInteger, primary_key=True, autoincrement=False),
-    Column("full_name", String(255)),
-    Column("email", String(255)),
+    Column("full_name", String(TEXT_WIDTH)),
+    Column("email", String(TEXT_WIDTH)),
     Column("total_spent_aud", Money, nullable=False),
     Column("first_purchase_date", Date, nullable=False),
     Column("last_purchase_date", Date, nullable=False),
@@ -199,8 +202,8 @@ staging_table = Table(
     STAGING_TABLE,
     metadata,
     Column("customer_id", BigInteger, nullable=False),
-    Column("full_name", String(255)),
-    Column("email", String(255)),
+    Column("full_name", String(TEXT_WIDTH)),
+    Column("email", String(TEXT_WIDTH)),
     Column("total_spent_aud", Money, nullable=False),
     Column("first_purchase_date", Date, nullable=False),
     Column("last_purchase_date", Date, nullable=False),

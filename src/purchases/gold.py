@@ -11,7 +11,7 @@ Inputs: batch_silver (silver rows accepted by this batch), customer_state (state
 
 from __future__ import annotations
 
-from purchases.contract import AUD_TYPE, CUSTOMER_STATE_COLUMNS, GOLD_COLUMNS
+from purchases.contract import AUD_TYPE, CUSTOMER_STATE_COLUMNS, GOLD_COLUMNS, TEXT_WIDTH
 
 
 def _latest(value: str, source: str, date_col: str, id_col: str) -> str:
@@ -69,8 +69,16 @@ LEFT JOIN latest_email e ON e.customer_id = b.customer_id"""
 
 
 def gold_sql(changed: str) -> str:
-    """The gold change set: the customer summary columns of the changed customers."""
-    return f"SELECT {', '.join(GOLD_COLUMNS)} FROM {changed}"
+    """The gold change set: the customer summary columns of the changed customers.
+
+    full_name and email are cut to the serving columns' width (VARCHAR(255), as in the seed
+    DDL) here, so one overlong name can never block a load; the customer state keeps them whole.
+    """
+    cols = [
+        f"SUBSTR({c}, 1, {TEXT_WIDTH}) AS {c}" if c in ("full_name", "email") else c
+        for c in GOLD_COLUMNS
+    ]
+    return f"SELECT {', '.join(cols)} FROM {changed}"
 
 
 def next_state_sql(customer_state: str, changed: str) -> str:

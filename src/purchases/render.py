@@ -29,8 +29,14 @@ def scalar(value: Any) -> Any:
     return value
 
 
-def render_rows(console: Console, rows: list[dict[str, Any]], columns: list[str],
-                fmt: OutputFormat, *, title: str | None = None) -> None:
+def render_rows(
+    console: Console,
+    rows: list[dict[str, Any]],
+    columns: list[str],
+    fmt: OutputFormat,
+    *,
+    title: str | None = None,
+) -> None:
     if fmt is OutputFormat.json:
         payload = [{c: scalar(r.get(c)) for c in columns} for r in rows]
         console.file.write(json.dumps(payload, ensure_ascii=False) + "\n")

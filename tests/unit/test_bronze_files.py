@@ -6,8 +6,8 @@ from datetime import date
 from decimal import Decimal
 
 import pytest
-from conftest import HEADER
 
+from conftest import HEADER
 from purchases.storage import parse_bronze_path
 
 GOOD = "1,John,Doe,john@example.com,100,2024-01-10,100.00,USD\n"
@@ -18,16 +18,29 @@ GOOD = "1,John,Doe,john@example.com,100,2024-01-10,100.00,USD\n"
     [
         (b"", "empty", "no header"),
         (b"\xef\xbb\xbf\n\r\n\n", "empty", "no header"),
-        (b"customer_id,first_name,email\n1,a,b\n", "missing_columns",
-         "last_name, purchase_id, purchase_date, amount, currency"),
+        (
+            b"customer_id,first_name,email\n1,a,b\n",
+            "missing_columns",
+            "last_name, purchase_id, purchase_date, amount, currency",
+        ),
         (HEADER.encode("utf-16"), "not_utf8", "not UTF-8"),
-        ((HEADER + "1,Jos\xe9,D,j@x.io,5,2024-01-10,1.00,AUD\n").encode("latin-1"), "not_utf8",
-         "not UTF-8"),
+        (
+            (HEADER + "1,Jos\xe9,D,j@x.io,5,2024-01-10,1.00,AUD\n").encode("latin-1"),
+            "not_utf8",
+            "not UTF-8",
+        ),
         (bytes(range(256)) * 20, "not_utf8", "not UTF-8"),
         (b"\x89PNG\r\n\x1a\n" + b"\x00" * 100, "not_utf8", "not UTF-8"),
     ],
-    ids=["zero-bytes", "bom-and-blank-lines", "missing-columns", "utf16", "latin1", "binary",
-         "png"],
+    ids=[
+        "zero-bytes",
+        "bom-and-blank-lines",
+        "missing-columns",
+        "utf16",
+        "latin1",
+        "binary",
+        "png",
+    ],
 )
 def test_bad_file_is_rejected_whole_and_others_still_land(harness, content, rejection, detail):
     harness.land("bad.csv", content)
@@ -73,7 +86,7 @@ def test_csv_dialect_edge_cases(harness) -> None:
     assert (f["rows_in"], f["accepted"]) == (2, 2)  # the blank line is not a row
     silver = {r["purchase_id"]: r for r in harness.silver()}
     assert silver[1]["first_name"] == "Smith, Jr"
-    assert silver[1]["last_name"] == "O\"Brien"
+    assert silver[1]["last_name"] == 'O"Brien'
     assert silver[1]["amount"] == Decimal("12.5000")  # repeated header: the first wins
     assert silver[2]["first_name"] == "Line Break"  # a quoted newline is whitespace
     assert silver[2]["amount_aud"] == Decimal("4.50")

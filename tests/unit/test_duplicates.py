@@ -9,10 +9,16 @@ from conftest import HEADER
 
 
 def row(pid: int, cid: int = 1, amount: str = "10.00", **kw: str) -> str:
-    f = dict(customer_id=str(cid), first_name=kw.get("first", "Ann"),
-             last_name=kw.get("last", "Lee"), email=kw.get("email", "ann@x.io"),
-             purchase_id=str(pid), purchase_date=kw.get("day", "2024-01-10"), amount=amount,
-             currency=kw.get("currency", "AUD"))
+    f = dict(
+        customer_id=str(cid),
+        first_name=kw.get("first", "Ann"),
+        last_name=kw.get("last", "Lee"),
+        email=kw.get("email", "ann@x.io"),
+        purchase_id=str(pid),
+        purchase_date=kw.get("day", "2024-01-10"),
+        amount=amount,
+        currency=kw.get("currency", "AUD"),
+    )
     return ",".join(f.values())
 
 
@@ -71,8 +77,9 @@ def test_same_file_again_copy_under_other_name_and_repeats(harness) -> None:
     harness.land("copy.csv", content, day="2024-01-16")  # same bytes, other name
     record = harness.run()
     assert record.files[0]["duplicates"] == 2 and record.files[0]["accepted"] == 0
-    harness.land("repeat.csv", csv(row(2, cid=2, amount="5.5"), row(1, amount="12.00")),
-                 day="2024-01-17")
+    harness.land(
+        "repeat.csv", csv(row(2, cid=2, amount="5.5"), row(1, amount="12.00")), day="2024-01-17"
+    )
     record = harness.run()
     assert record.files[0]["duplicates"] == 1
     assert record.files[0]["rejected"] == {"conflicting_duplicate": 1}
@@ -108,26 +115,44 @@ def test_landing_never_overwrites_an_unprocessed_file(harness) -> None:
 
 
 def test_latest_name_and_email_win_and_totals_cover_all_days(harness) -> None:
-    harness.land("d1.csv", csv(row(1, day="2024-01-01", email="old@x.io", last="Lee"),
-                               row(2, day="2024-01-05", email="", last="Lee")), day="2024-01-15")
+    harness.land(
+        "d1.csv",
+        csv(
+            row(1, day="2024-01-01", email="old@x.io", last="Lee"),
+            row(2, day="2024-01-05", email="", last="Lee"),
+        ),
+        day="2024-01-15",
+    )
     harness.run()
-    harness.land("d2.csv", csv(row(3, day="2024-01-03", email="mid@x.io", last="Kim"),
-                               row(4, day="2024-01-16", email="bad-email", first="",
-                                   last="")), day="2024-01-16")
+    harness.land(
+        "d2.csv",
+        csv(
+            row(3, day="2024-01-03", email="mid@x.io", last="Kim"),
+            row(4, day="2024-01-16", email="bad-email", first="", last=""),
+        ),
+        day="2024-01-16",
+    )
     harness.run()
     s = harness.summary()[1]
     # latest non-NULL by (purchase_date, purchase_id): name from #2 (01-05), email from #3
     assert s["full_name"] == "Ann Lee"
     assert s["email"] == "mid@x.io"
     assert s["total_spent_aud"] == Decimal("40.00")
-    assert (s["first_purchase_date"], s["last_purchase_date"]) == (date(2024, 1, 1),
-                                                                    date(2024, 1, 16))
+    assert (s["first_purchase_date"], s["last_purchase_date"]) == (
+        date(2024, 1, 1),
+        date(2024, 1, 16),
+    )
     assert s["purchase_count"] == 4
 
 
 def test_full_name_is_taken_whole_from_the_latest_row_having_one(harness) -> None:
-    harness.land("a.csv", csv(row(1, day="2024-01-01", first="Ann", last="Lee"),
-                              row(2, day="2024-01-02", first="", last="Smith")))
+    harness.land(
+        "a.csv",
+        csv(
+            row(1, day="2024-01-01", first="Ann", last="Lee"),
+            row(2, day="2024-01-02", first="", last="Smith"),
+        ),
+    )
     harness.run()
     assert harness.summary()[1]["full_name"] == "Smith"
 
@@ -145,15 +170,15 @@ def test_arrival_order_does_not_change_the_table(settings, tmp_path) -> None:
 
     files = {
         "a.csv": csv(row(1, day="2024-01-02", email="a@x.io"), row(2, cid=2), row(5, cid=3)),
-        "b.csv": csv(row(3, day="2024-01-01", email="b@x.io"), row(2, cid=2), row(5, cid=3,
-                                                                                  amount="1.00")),
+        "b.csv": csv(
+            row(3, day="2024-01-01", email="b@x.io"), row(2, cid=2), row(5, cid=3, amount="1.00")
+        ),
         "c.csv": csv(row(4, day="2024-01-02", email="c@x.io", amount="3.30", currency="USD")),
     }
     results = []
     for i, order in enumerate((["a.csv", "b.csv", "c.csv"], ["c.csv", "b.csv", "a.csv"])):
         s = settings.model_copy(update={"home": tmp_path / f"home{i}"})
-        results.append(_run_in_order(lambda s=s, i=i: Harness(s, tmp_path / f"t{i}"), order,
-                                     files))
+        results.append(_run_in_order(lambda s=s, i=i: Harness(s, tmp_path / f"t{i}"), order, files))
     assert results[0] == results[1]
     assert 3 not in results[0]  # conflicting purchase 5 rejected whichever arrived first
     assert results[0][1]["email"] == "c@x.io"  # purchase 4 beats 1 on purchase_id
@@ -174,3 +199,14 @@ def test_day_by_day_runs_in_two_orders_agree(settings, tmp_path) -> None:
         results.append(h.summary())
     assert results[0] == results[1]
     assert len(results[0]) > 50
+
+
+def test_overlong_names_are_cut_to_the_serving_width_not_rejected(harness) -> None:
+    long_last = "X" * 300
+    harness.land("long.csv", csv(row(1, last=long_last)))
+    record = harness.run()
+    assert record.status == "succeeded"
+    [s] = harness.silver()
+    assert s["last_name"] == long_last  # silver keeps the value whole
+    served = harness.summary()[1]["full_name"]
+    assert served == ("Ann " + long_last)[:255]

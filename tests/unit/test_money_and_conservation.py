@@ -23,7 +23,8 @@ def oracle(files) -> dict[int, Decimal]:
             for row in csv.DictReader(fh):
                 amount = Decimal(row["amount"].strip())
                 aud = (amount * rates[row["currency"].strip().upper()]).quantize(
-                    Decimal("0.01"), rounding=ROUND_HALF_UP)
+                    Decimal("0.01"), rounding=ROUND_HALF_UP
+                )
                 totals[int(row["customer_id"])] += aud
     return dict(totals)
 
@@ -75,12 +76,18 @@ def test_sqlite_keeps_money_exact_and_sorts_numerically(harness) -> None:
     harness.land("m.csv", HEADER + "\n".join(rows) + "\n")
     harness.run()
     top = [(r["customer_id"], r["total_spent_aud"]) for r in _top(harness)]
-    assert top == [(4, Decimal("10200.00")), (2, Decimal("100.01")), (1, Decimal("9.99")),
-                   (3, Decimal("0.30"))]
+    assert top == [
+        (4, Decimal("10200.00")),
+        (2, Decimal("100.01")),
+        (1, Decimal("9.99")),
+        (3, Decimal("0.30")),
+    ]
     db = harness.settings.home / "purchases.db"
     with sqlite3.connect(db) as con:
-        raw = con.execute("SELECT customer_id, typeof(total_spent_aud) FROM "
-                          "customer_purchase_summary ORDER BY total_spent_aud DESC").fetchall()
+        raw = con.execute(
+            "SELECT customer_id, typeof(total_spent_aud) FROM "
+            "customer_purchase_summary ORDER BY total_spent_aud DESC"
+        ).fetchall()
     assert [cid for cid, _ in raw] == [4, 2, 1, 3]  # the business query's order, raw
     assert {t for _, t in raw} == {"integer"}  # cents: SQLite has no exact decimal type
 
@@ -93,8 +100,7 @@ def _top(harness):
 
 
 def test_every_row_is_accounted_for_per_file(harness, tmp_path) -> None:
-    files = generate(tmp_path / "gen", rows=3000, days=3, seed=7, bad_ratio=0.05,
-                     files_per_day=2)
+    files = generate(tmp_path / "gen", rows=3000, days=3, seed=7, bad_ratio=0.05, files_per_day=2)
     records = []
     for day in sorted({f.ingestion_date for f in files}):  # day by day, as they arrive
         for f in files:

@@ -6,8 +6,8 @@ from datetime import date
 from decimal import Decimal
 
 import pytest
-from conftest import HEADER
 
+from conftest import HEADER
 from purchases.contract import Reason
 
 GOOD = "1,John,Doe,john@example.com,100,2024-01-10,100.00,USD"
@@ -15,8 +15,14 @@ GOOD = "1,John,Doe,john@example.com,100,2024-01-10,100.00,USD"
 
 def fields(**override: str) -> str:
     base = dict(
-        customer_id="1", first_name="John", last_name="Doe", email="john@example.com",
-        purchase_id="100", purchase_date="2024-01-10", amount="100.00", currency="USD",
+        customer_id="1",
+        first_name="John",
+        last_name="Doe",
+        email="john@example.com",
+        purchase_id="100",
+        purchase_date="2024-01-10",
+        amount="100.00",
+        currency="USD",
     )
     base.update(override)
     return ",".join(base.values())
@@ -54,7 +60,9 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize(("row", "reason"), CASES, ids=[f"{r}:{i}" for i, (_, r) in enumerate(CASES)])
+@pytest.mark.parametrize(
+    ("row", "reason"), CASES, ids=[f"{r}:{i}" for i, (_, r) in enumerate(CASES)]
+)
 def test_each_reason_code(harness, row: str, reason: Reason) -> None:
     harness.land("one.csv", HEADER + row + "\n")
     record = harness.run()
@@ -120,7 +128,9 @@ def test_original_transformer_cases(harness) -> None:
 
 
 def test_standardisation(harness) -> None:
-    row = ' 5 ,"  Mary\t  Ann ",  van der  Berg ," Mary@Example.COM ", 200 , 2024-01-10 , 1.5 , usd '
+    row = (
+        ' 5 ,"  Mary\t  Ann ",  van der  Berg ," Mary@Example.COM ", 200 , 2024-01-10 , 1.5 , usd '
+    )
     harness.land("std.csv", HEADER + row + "\n")
     harness.run()
     [s] = harness.silver()
@@ -163,12 +173,16 @@ def test_empty_names_become_null(harness) -> None:
 
 def test_fx_rate_is_the_latest_valid_from(harness, tmp_path) -> None:
     fx = tmp_path / "fx.csv"
-    fx.write_text("currency,rate_to_aud,valid_from\nAUD,1,2000-01-01\n"
-                  "USD,1.40000000,2000-01-01\nUSD,1.60000000,2024-01-10\n")
+    fx.write_text(
+        "currency,rate_to_aud,valid_from\nAUD,1,2000-01-01\n"
+        "USD,1.40000000,2000-01-01\nUSD,1.60000000,2024-01-10\n"
+    )
     harness.settings = harness.settings.model_copy(update={"fx_rates": fx})
-    rows = [fields(purchase_id="1", purchase_date="2024-01-09"),
-            fields(purchase_id="2", purchase_date="2024-01-10"),
-            fields(purchase_id="3", purchase_date="1999-12-31")]
+    rows = [
+        fields(purchase_id="1", purchase_date="2024-01-09"),
+        fields(purchase_id="2", purchase_date="2024-01-10"),
+        fields(purchase_id="3", purchase_date="1999-12-31"),
+    ]
     harness.land("fx.csv", HEADER + "\n".join(rows) + "\n")
     harness.run()
     silver = {r["purchase_id"]: r["amount_aud"] for r in harness.silver()}
@@ -180,12 +194,13 @@ def test_half_up_rounding_to_the_cent(harness, tmp_path) -> None:
     fx = tmp_path / "fx.csv"
     fx.write_text("currency,rate_to_aud,valid_from\nAUD,1,2000-01-01\nUSD,1.5,2000-01-01\n")
     harness.settings = harness.settings.model_copy(update={"fx_rates": fx})
-    rows = [fields(purchase_id="1", amount="0.0010"),   # 0.0015 -> 0.00
-            fields(purchase_id="2", amount="0.0050"),   # 0.0075 -> 0.01
-            fields(purchase_id="3", amount="0.0100", currency="AUD"),
-            fields(purchase_id="4", amount="1.0050", currency="AUD")]  # 1.005 -> 1.01
+    rows = [
+        fields(purchase_id="1", amount="0.0010"),  # 0.0015 -> 0.00
+        fields(purchase_id="2", amount="0.0050"),  # 0.0075 -> 0.01
+        fields(purchase_id="3", amount="0.0100", currency="AUD"),
+        fields(purchase_id="4", amount="1.0050", currency="AUD"),
+    ]  # 1.005 -> 1.01
     harness.land("round.csv", HEADER + "\n".join(rows) + "\n")
     harness.run()
     got = {r["purchase_id"]: r["amount_aud"] for r in harness.silver()}
-    assert got == {1: Decimal("0.00"), 2: Decimal("0.01"), 3: Decimal("0.01"),
-                   4: Decimal("1.01")}
+    assert got == {1: Decimal("0.00"), 2: Decimal("0.01"), 3: Decimal("0.01"), 4: Decimal("1.01")}

@@ -24,7 +24,9 @@ class Engine(Protocol):
         columns as text, picked by each file's header positions.
         """
 
-    def register_rows(self, name: str, columns: dict[str, str], rows: list[tuple[Any, ...]]) -> None:
+    def register_rows(
+        self, name: str, columns: dict[str, str], rows: list[tuple[Any, ...]]
+    ) -> None:
         """Expose a small in-memory table (FX rates) under `name`."""
 
     def register_parquet(self, name: str, urls: list[str], columns: dict[str, str]) -> None:

@@ -25,8 +25,14 @@ class DuckDBEngine:
 
     name = "duckdb"
 
-    def __init__(self, lake: Lake | None = None, *, memory_limit: str = "1GB",
-                 threads: int | None = None, temp_directory: str | None = None) -> None:
+    def __init__(
+        self,
+        lake: Lake | None = None,
+        *,
+        memory_limit: str = "1GB",
+        threads: int | None = None,
+        temp_directory: str | None = None,
+    ) -> None:
         config: dict[str, Any] = {
             "memory_limit": memory_limit,
             # Never fetch an extension at run time: parquet/json ship inside the wheel.
@@ -45,13 +51,18 @@ class DuckDBEngine:
 
     def register_bronze(self, lake: Lake, files: list[BronzeFile]) -> None:
         cols = ", ".join(f"{c} VARCHAR" for c in INPUT_COLUMNS)
-        self._run(f"CREATE OR REPLACE TEMP TABLE raw_records (source_file VARCHAR, "
-                  f"ingestion_date DATE, {cols})")
+        self._run(
+            f"CREATE OR REPLACE TEMP TABLE raw_records (source_file VARCHAR, "
+            f"ingestion_date DATE, {cols})"
+        )
         # rowid of a temp table is a free, unique row number: the batch's row_id.
-        self._run("CREATE OR REPLACE TEMP VIEW raw_rows AS "
-                  "SELECT rowid AS row_id, * FROM raw_records")
-        self._run("CREATE OR REPLACE TEMP TABLE malformed_rows (source_file VARCHAR, "
-                  "ingestion_date DATE, line_number BIGINT, raw_line VARCHAR)")
+        self._run(
+            "CREATE OR REPLACE TEMP VIEW raw_rows AS SELECT rowid AS row_id, * FROM raw_records"
+        )
+        self._run(
+            "CREATE OR REPLACE TEMP TABLE malformed_rows (source_file VARCHAR, "
+            "ingestion_date DATE, line_number BIGINT, raw_line VARCHAR)"
+        )
         for i, f in enumerate(files):
             self._load_csv(lake, f, i)
 
@@ -76,14 +87,18 @@ class DuckDBEngine:
         )
         self._run(f"DROP TABLE rej_{i}; DROP TABLE rejscan_{i}")
 
-    def register_rows(self, name: str, columns: dict[str, str], rows: list[tuple[Any, ...]]) -> None:
+    def register_rows(
+        self, name: str, columns: dict[str, str], rows: list[tuple[Any, ...]]
+    ) -> None:
         spec = ", ".join(f"{c} {t}" for c, t in columns.items())
         self._run(f"CREATE OR REPLACE TEMP TABLE {name} ({spec})")
         if rows:
             marks = ", ".join("?" for _ in columns)
             # Values are bound; decimals arrive as strings and are cast by the column type.
-            self.con.executemany(f"INSERT INTO {name} VALUES ({marks})",
-                                 [tuple(str(v) if v is not None else None for v in r) for r in rows])
+            self.con.executemany(
+                f"INSERT INTO {name} VALUES ({marks})",
+                [tuple(str(v) if v is not None else None for v in r) for r in rows],
+            )
 
     def register_parquet(self, name: str, urls: list[str], columns: dict[str, str]) -> None:
         if not urls:
@@ -92,8 +107,10 @@ class DuckDBEngine:
             return
         listing = "[" + ", ".join(_lit(u) for u in urls) + "]"
         cols = ", ".join(columns)
-        self._run(f"CREATE OR REPLACE TEMP VIEW {name} AS SELECT {cols} "
-                  f"FROM read_parquet({listing}, hive_partitioning=false)")
+        self._run(
+            f"CREATE OR REPLACE TEMP VIEW {name} AS SELECT {cols} "
+            f"FROM read_parquet({listing}, hive_partitioning=false)"
+        )
 
     # --- running -------------------------------------------------------------------------
 
@@ -160,28 +177,38 @@ def lake_query(lake: Lake, sql: str, params: list[Any] | None = None) -> list[di
 
     engine = DuckDBEngine(lake, memory_limit="1GB")
     try:
+
         def files(prefix: str) -> list[str]:
-            return [lake.url(p) for p in lake.list_files(prefix) if p.endswith(".parquet")
-                    and not p.rsplit("/", 1)[-1].startswith(".")]
+            return [
+                lake.url(p)
+                for p in lake.list_files(prefix)
+                if p.endswith(".parquet") and not p.rsplit("/", 1)[-1].startswith(".")
+            ]
 
         engine.register_parquet("silver", files("silver"), SILVER_COLUMNS)
         engine.register_parquet("quarantine", files("quarantine"), QUARANTINE_COLUMNS)
-        engine.register_parquet("customers",
-                                [lake.url(p) for p in catalog.customer_state_files(
-                                    catalog.load_commits(lake))], CUSTOMER_STATE_COLUMNS)
+        engine.register_parquet(
+            "customers",
+            [lake.url(p) for p in catalog.customer_state_files(catalog.load_commits(lake))],
+            CUSTOMER_STATE_COLUMNS,
+        )
         gold = files("gold")
         if gold:
             listing = "[" + ", ".join(_lit(u) for u in gold) + "]"
-            engine.create_view("gold", f"SELECT * FROM read_parquet({listing}, "
-                                       "hive_partitioning=true)")
+            engine.create_view(
+                "gold", f"SELECT * FROM read_parquet({listing}, hive_partitioning=true)"
+            )
         else:
             engine.register_parquet("gold", [], GOLD_COLUMNS)
         bronze = [lake.url(o.path) for o in lake.list_bronze()]
         if bronze:
             listing = "[" + ", ".join(_lit(u) for u in bronze) + "]"
-            engine.create_view("bronze", f"SELECT * FROM read_csv({listing}, all_varchar=true, "
-                                         "union_by_name=true, ignore_errors=true, "
-                                         "filename=true, null_padding=true)")
+            engine.create_view(
+                "bronze",
+                f"SELECT * FROM read_csv({listing}, all_varchar=true, "
+                "union_by_name=true, ignore_errors=true, "
+                "filename=true, null_padding=true)",
+            )
         else:
             engine.create_view("bronze", "SELECT CAST(NULL AS VARCHAR) AS filename WHERE false")
         try:
