@@ -10,6 +10,11 @@ only decides how Spark reads and writes, and sets the session up so the SQL mean
   still gives NULL on bad input: every parse in the shared SQL goes through TRY_CAST);
 * session time zone UTC (no timestamps reach the outputs; dates never shift).
 
+`create_table` computes a query once: with a local master into a scratch Parquet copy on
+local disk (written and read back at about the cost of computing it; no JVM heap held), on a
+cluster with ``persist(MEMORY_AND_DISK)``. Scratch data goes when the engine is closed.
+Shuffle partitions follow the input size (1 for small inputs, not Spark's default 200).
+
 Every engine instance works in its own ``SparkSession.newSession()`` (own temporary views and
 SQL settings) over one lazily started, process-wide SparkContext: ``local[*]`` with a small
 driver and no UI, unless the process already runs inside Spark (spark-submit, AWS Glue), in
@@ -42,6 +47,7 @@ Known, documented differences (Spark's parser cannot report them):
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import csv
 import functools
@@ -49,6 +55,7 @@ import gzip
 import io
 import math
 import os
+import shutil
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -110,21 +117,46 @@ def spark_session() -> SparkSession:
             # Inside spark-submit or AWS Glue: use the context as the platform configured it.
             _base = SparkSession.builder.getOrCreate()
         else:
+            os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")  # local[*]: loopback only
             _base = _local_builder(SparkSession.builder).getOrCreate()
-            _base.sparkContext.setLogLevel(os.environ.get("PURCHASES_SPARK_LOG_LEVEL", "ERROR"))
         return _base
 
 
+_LOG4J2 = """\
+rootLogger.level = {level}
+rootLogger.appenderRef.stderr.ref = console
+appender.console.type = Console
+appender.console.name = console
+appender.console.target = SYSTEM_ERR
+appender.console.layout.type = PatternLayout
+appender.console.layout.pattern = %d{{yy/MM/dd HH:mm:ss}} %p %c{{1}}: %m%n%ex
+logger.repl.name = org.apache.spark.repl.Main
+logger.repl.level = {level}
+logger.gateway.name = org.apache.spark.api.python.PythonGatewayServer
+logger.gateway.level = {level}
+"""
+
+
 def _local_builder(builder: Any) -> Any:
-    scratch = os.path.join(tempfile.gettempdir(), "purchases-spark")
+    scratch = tempfile.mkdtemp(prefix="purchases-spark-")
+    atexit.register(shutil.rmtree, scratch, True)
+    level = os.environ.get("PURCHASES_SPARK_LOG_LEVEL", "error").lower()
+    log_conf = os.path.join(scratch, "log4j2.properties")
+    with open(log_conf, "w", encoding="utf-8") as fh:
+        fh.write(_LOG4J2.format(level=level))
     conf = {
         "spark.master": os.environ.get("PURCHASES_SPARK_MASTER", "local[*]"),
         "spark.app.name": "purchases",
         "spark.driver.memory": os.environ.get("PURCHASES_SPARK_DRIVER_MEMORY", "1g"),
+        "spark.driver.host": "127.0.0.1",
+        "spark.driver.bindAddress": "127.0.0.1",
         "spark.ui.enabled": "false",
         "spark.ui.showConsoleProgress": "false",
         "spark.sql.warehouse.dir": os.path.join(scratch, "warehouse"),
-        "spark.driver.extraJavaOptions": f"-Dderby.system.home={scratch}",
+        "spark.driver.extraJavaOptions": (
+            f"-Dlog4j2.configurationFile=file:{log_conf} -Dderby.system.home={scratch} "
+            + os.environ.get("PURCHASES_SPARK_JAVA_OPTIONS", "")
+        ).strip(),
         # No _SUCCESS markers in the staging folders (only *.parquet is ever published).
         "spark.hadoop.mapreduce.fileoutputcommitter.marksuccessfuljobs": "false",
         "spark.hadoop.parquet.enable.summary-metadata": "false",
@@ -192,7 +224,9 @@ def partitions_for(nbytes: int, parallelism: int) -> int:
     """A shuffle partition count that suits the input size (never the fixed default 200)."""
     if nbytes < PARALLEL_FROM_BYTES:
         return 1
-    return max(parallelism, min(2000, math.ceil(nbytes / BYTES_PER_PARTITION)))
+    # A whole number of waves over the cores, so no core idles through a last short wave.
+    waves = math.ceil(math.ceil(nbytes / BYTES_PER_PARTITION) / parallelism)
+    return max(1, min(2000, waves * parallelism))
 
 
 # --- the engine --------------------------------------------------------------------------------
@@ -204,9 +238,18 @@ class SparkEngine:
     name = "spark"
 
     def __init__(self, lake: Lake | None = None, *, session: SparkSession | None = None,
-                 shuffle_partitions: int | None = None) -> None:
+                 shuffle_partitions: int | None = None, materialise: str | None = None) -> None:
         self.lake = lake
         self._given_session = session
+        # How create_table materialises: "parquet" (a scratch Parquet copy on local disk:
+        # the cheapest on one machine, and no JVM heap) or "cache" (persist, memory and disk).
+        # Default: parquet with a local master, cache on a cluster (no shared local disk).
+        self._materialise_mode = (
+            materialise or os.environ.get("PURCHASES_SPARK_MATERIALISE") or None)
+        if self._materialise_mode not in (None, "parquet", "cache"):
+            raise PermanentError(
+                f"materialise must be parquet or cache, not {self._materialise_mode!r}")
+        self._scratch: str | None = None
         self._session: SparkSession | None = None
         self._fixed_partitions = shuffle_partitions
         self._input_bytes = 0
@@ -236,6 +279,9 @@ class SparkEngine:
             self._input_bytes, self._session.sparkContext.defaultParallelism
         )
         self._session.conf.set("spark.sql.shuffle.partitions", str(n))
+        # Adaptive execution runs a plan stage by stage (more, smaller jobs): it pays off on
+        # large inputs (coalescing, skew), and only costs time when everything fits one task.
+        self._session.conf.set("spark.sql.adaptive.enabled", "true" if n > 1 else "false")
 
     @property
     def shuffle_partitions(self) -> int:
@@ -316,7 +362,9 @@ class SparkEngine:
             F.col(CORRUPT),
         )
 
-    def register_rows(self, name: str, columns: dict[str, str], rows: list[tuple[Any, ...]]) -> None:
+    def register_rows(
+        self, name: str, columns: dict[str, str], rows: list[tuple[Any, ...]]
+    ) -> None:
         # Values travel as strings and are cast by the column type, as in the DuckDB engine.
         with _guard():
             text = self.spark.createDataFrame(
@@ -346,13 +394,30 @@ class SparkEngine:
     def _df(self, sql: str) -> DataFrame:
         return self.spark.sql(to_spark_sql(sql))
 
-    def _materialise(self, df: DataFrame) -> DataFrame:
-        from pyspark import StorageLevel
+    @property
+    def materialise_mode(self) -> str:
+        if self._materialise_mode is None:
+            master = self.spark.sparkContext.master
+            self._materialise_mode = "parquet" if master.startswith("local") else "cache"
+        return self._materialise_mode
 
-        df = df.persist(StorageLevel.MEMORY_AND_DISK)
-        df.count()  # computed once, here; spills to local disk rather than failing
-        self._cached.append(df)
-        return df
+    def _materialise(self, df: DataFrame) -> DataFrame:
+        """Compute a query once, here, and return a DataFrame over its stored rows."""
+        if self.materialise_mode == "cache":
+            from pyspark import StorageLevel
+
+            df = df.persist(StorageLevel.MEMORY_AND_DISK)
+            df.count()  # spills to local disk rather than failing
+            self._cached.append(df)
+            return df
+        if self._scratch is None:
+            self._scratch = tempfile.mkdtemp(prefix="purchases-spark-scratch-")
+        path = hadoop_path(os.path.join(self._scratch, f"t{len(os.listdir(self._scratch))}"))
+        names = df.columns
+        # Positional names: any query's columns (even "count(1)") are valid Parquet names.
+        stored = df.toDF(*(f"c{i}" for i in range(len(names))))
+        stored.write.mode("overwrite").option("compression", "snappy").parquet(path)
+        return self.spark.read.schema(stored.schema).parquet(path).toDF(*names)
 
     def create_table(self, name: str, sql: str) -> None:
         with _guard():
@@ -371,12 +436,17 @@ class SparkEngine:
                 self._write(df, url)
                 return
             # Spark's partitionBy drops the column from the files; DESIGN wants every file
-            # complete. So each value (a handful: ingestion dates) is written to its folder.
-            values = [r[0] for r in df.select(partition_by).distinct().collect()]
+            # complete. So each value (a handful: ingestion dates) is written to its folder,
+            # from the query's rows computed once (the distinct values are a tiny result).
+            rows = self._materialise(df)
+            values = [r[0] for r in rows.select(partition_by).distinct().collect()]
             for value in values:
                 column = F.col(partition_by)
-                part = df.where(column.isNull() if value is None else column == F.lit(value))
+                part = rows.where(column.isNull() if value is None else column == F.lit(value))
                 self._write(part, f"{url.rstrip('/')}/{partition_by}={_folder_value(value)}")
+            if rows in self._cached:  # cache mode: free the memory now, not at close
+                self._cached.remove(rows)
+                rows.unpersist()
 
     def _write(self, df: DataFrame, url: str) -> None:
         (df.coalesce(self._output_files()).write.mode("overwrite")
@@ -391,6 +461,9 @@ class SparkEngine:
             with contextlib.suppress(Exception):
                 df.unpersist()
         self._cached.clear()
+        if self._scratch is not None:
+            shutil.rmtree(self._scratch, ignore_errors=True)
+            self._scratch = None
         self._session = None
 
 
@@ -437,8 +510,12 @@ def _guard() -> Iterator[None]:
 
 
 def translate(exc: Exception) -> Exception:
+    """A Spark, Py4J or JVM exception as the product's error, with a one-line message."""
     text = str(exc)
-    first = next((line.strip() for line in text.splitlines() if line.strip()), type(exc).__name__)
+    java = getattr(exc, "java_exception", None)  # Py4JJavaError: the JVM's own message
+    headline = str(java) if java is not None else text
+    first = next((line.strip() for line in headline.splitlines() if line.strip()),
+                 type(exc).__name__)
     if "OutOfMemoryError" in text:
         return PermanentError(
             f"Spark ran out of memory ({first}); raise PURCHASES_SPARK_DRIVER_MEMORY")

@@ -1,0 +1,262 @@
+"""AWS Glue job entry point: one pipeline step per job run, as Step Functions invokes it.
+
+    python -m purchases.aws.glue_job --JOB_NAME purchases-bronze_to_silver \\
+        --step bronze_to_silver --run_id <execution id> --year 2024 --month 1 --day 15 \\
+        --s3_path s3://bucket/lake/bronze/year=2024/month=01/day=15/x.csv \\
+        --lake s3://bucket/lake --database_url postgresql+psycopg://...
+
+On AWS Glue 5.0 (Spark 3.5, Python 3.11) the arguments are read with awsglue's
+``getResolvedOptions`` and the run is wrapped in ``Job.init`` / ``Job.commit``; anywhere else
+(``python -m ...`` or ``spark-submit .../glue_job.py ...``) with argparse. The same steps of
+`purchases.steps` run, on the Spark engine unless ``--engine`` says otherwise.
+
+Arguments (Glue style, ``--name value``):
+
+* ``--step``: bronze_to_silver | silver_to_gold | gold_to_staging | upsert | all. When absent it
+  is taken from the job name (``<prefix>-<step>``, as `pipeline.to_asl` names the jobs).
+* ``--run_id``: ties the steps of one execution together (their hand-over lives under
+  ``_runs/<run_id>/``); pass the Step Functions execution name. When absent, a single step
+  derives one from the run input (date + file), which is stable across the steps of one
+  execution; ``--step all`` makes a fresh one.
+* ``--year --month --day``: the ingestion date of the run (checked against the file's path).
+* ``--s3_path``: the bronze file of the run: a URL inside the lake (``s3://bucket/lake/...``,
+  a local path) or a lake-relative path (``bronze/...``). Only that file is processed; other
+  pending files are left for their own runs. Absent: every pending file.
+* settings: ``--lake``, ``--database_url``, ``--database_password_file``, ``--fx_rates``,
+  ``--max_amount``, ``--home``, ``--engine``, ``--memory_limit`` (else PURCHASES_* variables).
+
+On AWS, Step Functions runs one execution at a time, which is the single-writer guarantee the
+local orchestrator gets from its lock; so a single step takes no lock. ``--step all`` runs the
+local orchestrator (`run_pipeline`, under the lock, trigger "glue").
+
+Exit status: 0 success, 1 permanent failure, 75 (EX_TEMPFAIL) a transient failure worth a
+retry. The last line on stdout is a JSON summary of what the step did.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict
+from datetime import UTC, date, datetime
+from typing import Any
+
+from purchases import catalog, history
+from purchases.config import load_settings
+from purchases.errors import InputError, PurchasesError, TransientError
+from purchases.history import RunRecord, StepRun
+from purchases.pipeline import PIPELINE
+from purchases.steps import STEP_FUNCTIONS, RunContext
+from purchases.storage import Lake, parse_bronze_path
+
+STEPS: tuple[str, ...] = (*STEP_FUNCTIONS, "all")
+SETTING_ARGS: tuple[str, ...] = (
+    "lake", "database_url", "database_password_file", "fx_rates", "max_amount", "home",
+    "engine", "memory_limit",
+)
+RUN_ARGS: tuple[str, ...] = ("step", "run_id", "year", "month", "day", "s3_path")
+OPTIONAL_ARGS: tuple[str, ...] = (*RUN_ARGS, *SETTING_ARGS)
+EXIT_OK, EXIT_FAILED, EXIT_TRANSIENT = 0, 1, 75
+
+
+# --- arguments -----------------------------------------------------------------------------------
+
+
+def parse_args(argv: Sequence[str]) -> dict[str, str | None]:
+    """Glue-style job arguments, with awsglue when it is importable, else argparse.
+
+    Unknown arguments (Glue adds its own, e.g. --TempDir, --job-bookmark-option) are ignored.
+    """
+    try:
+        from awsglue.utils import getResolvedOptions
+    except ImportError:
+        getResolvedOptions = None  # noqa: N806 - awsglue's name
+    if getResolvedOptions is not None:
+        present = [n for n in OPTIONAL_ARGS if f"--{n}" in argv]
+        required = ["JOB_NAME"] if "--JOB_NAME" in argv else []
+        resolved = getResolvedOptions(list(argv), required + present)
+        return {n: resolved.get(n) for n in ("JOB_NAME", *OPTIONAL_ARGS)}
+    parser = argparse.ArgumentParser(prog="python -m purchases.aws.glue_job",
+                                     description=__doc__.split("\n\n")[0])
+    parser.add_argument("--JOB_NAME")
+    for name in OPTIONAL_ARGS:
+        parser.add_argument(f"--{name}")
+    known, _unknown = parser.parse_known_args(list(argv)[1:])
+    return vars(known)
+
+
+def resolve_step(args: dict[str, str | None]) -> str:
+    step = args.get("step")
+    if not step and args.get("JOB_NAME"):
+        suffix = str(args["JOB_NAME"]).rsplit("-", 1)[-1]
+        step = suffix if suffix in STEPS else None
+    if step not in STEPS:
+        raise InputError(f"--step must be one of {', '.join(STEPS)} (got {step!r}); "
+                         "or name the job <prefix>-<step>")
+    return step
+
+
+def run_date(args: dict[str, str | None]) -> date | None:
+    """The run's ingestion date from --year/--month/--day (all three, or none)."""
+    parts = [args.get("year"), args.get("month"), args.get("day")]
+    if not any(parts):
+        return None
+    if not all(parts):
+        raise InputError("--year, --month and --day go together")
+    try:
+        return date(int(parts[0]), int(parts[1]), int(parts[2]))  # type: ignore[arg-type]
+    except ValueError:
+        raise InputError(f"--year/--month/--day {parts} is not a calendar date") from None
+
+
+def lake_path(lake: Lake, path: str) -> str:
+    """The lake-relative bronze path of --s3_path (a URL in the lake or a relative path)."""
+    p = path.strip()
+    for scheme in ("s3a://", "s3n://"):
+        if p.startswith(scheme):
+            p = "s3://" + p[len(scheme):]
+    if p.startswith("file://"):
+        p = p[len("file://"):]
+    if lake.is_local and os.path.isabs(p):
+        rel = os.path.relpath(os.path.abspath(p), lake.root)
+        if rel.startswith(".."):
+            raise InputError(f"--s3_path {path} is not inside the lake {lake.uri}")
+        rel = rel.replace(os.sep, "/")
+    elif "://" in p:
+        base = lake.url("").rstrip("/")
+        if not p.startswith(base + "/"):
+            raise InputError(f"--s3_path {path} is not inside the lake {base}")
+        rel = p[len(base) + 1:]
+    else:
+        rel = p.lstrip("/")
+    if not rel.startswith("bronze/") or parse_bronze_path(rel) is None:
+        raise InputError(f"--s3_path {path}: not a bronze file (expected "
+                         "bronze/year=YYYY/month=MM/day=DD/<name> or bronze/YYYY/MM/DD/<name>)")
+    return rel
+
+
+def derived_run_id(day: date | None, rel: str | None) -> str:
+    """A run id the steps of one execution agree on without being told (see module doc)."""
+    digest = hashlib.sha256(f"{day}|{rel}".encode()).hexdigest()[:12]
+    return f"glue-{day:%Y%m%d}-{digest}" if day else f"glue-{digest}"
+
+
+# --- running -------------------------------------------------------------------------------------
+
+
+def run(args: dict[str, str | None]) -> dict[str, Any]:
+    """Run the requested step (or all of them); returns the JSON-ready summary."""
+    step = resolve_step(args)
+    overrides = {k: args.get(k) for k in SETTING_ARGS}
+    overrides["engine"] = overrides.get("engine") or "spark"
+    settings = load_settings(**overrides)
+    lake = Lake(settings.lake_uri)
+    day = run_date(args)
+    rel = lake_path(lake, args["s3_path"]) if args.get("s3_path") else None
+    if rel and day:
+        file_day = parse_bronze_path(rel)[0]  # type: ignore[index]
+        if file_day != day:
+            raise InputError(f"--s3_path {rel} is in the ingestion date {file_day}, "
+                             f"not --year/--month/--day {day}")
+    only = [rel] if rel else None
+
+    if step == "all":
+        from purchases.orchestrator import run_pipeline
+
+        record = run_pipeline(settings, only_files=only, trigger="glue")
+        return {"step": "all", "run_id": record.run_id, "status": record.status,
+                "counts": record.counts(), "files": [f["path"] for f in record.files]}
+
+    run_id = args.get("run_id") or derived_run_id(day, rel)
+    ctx = RunContext(settings, lake, run_id, only)
+    record = _record(lake, run_id, day, args.get("s3_path"), only)
+    entry = next(s for s in record.steps if s.step == step)
+    entry.status, entry.started_at = "running", _now()
+    entry.attempts += 1
+    entry.parameters = {"year": args.get("year"), "month": args.get("month"),
+                        "day": args.get("day"), "s3_path": args.get("s3_path")}
+    record.status = "running"
+    history.save(lake, record)
+    started = time.perf_counter()
+    try:
+        if step == "bronze_to_silver":
+            # The start of a run: finish publications a dead run left and drop staging no
+            # commit names (one execution at a time, so none of it belongs to a live run).
+            catalog.recover(lake, catalog.load_commits(lake))
+        result = STEP_FUNCTIONS[step](ctx)
+    except Exception as exc:
+        entry.status, entry.error_class, entry.error = "failed", type(exc).__name__, str(exc)
+        entry.seconds = round(time.perf_counter() - started, 3)
+        record.status, record.failed_step = "failed", step
+        record.error_class, record.error = entry.error_class, entry.error
+        record.finished_at = _now()
+        history.save(lake, record)
+        raise
+    entry.status, entry.counts = "succeeded", result.counts
+    entry.seconds = round(time.perf_counter() - started, 3)
+    if result.files:
+        record.files = [asdict(f) | {"file_id": f.file_id} for f in result.files]
+    if step == PIPELINE[-1].name:
+        record.status, record.finished_at = "succeeded", _now()
+    record.seconds = round(sum(s.seconds for s in record.steps), 3)
+    history.save(lake, record)
+    return {"step": step, "run_id": run_id, "status": entry.status, "counts": result.counts,
+            "files": [f.path for f in result.files], "seconds": entry.seconds}
+
+
+def _record(lake: Lake, run_id: str, day: date | None, s3_path: str | None,
+            only: list[str] | None) -> RunRecord:
+    """This execution's run record (history), created by its first step."""
+    record = history.load(lake, run_id)
+    if record is None:
+        d = day or datetime.now(UTC).date()
+        record = RunRecord(
+            run_id=run_id, trigger="glue", started_at=_now(),
+            steps=[StepRun(t.name) for t in PIPELINE],
+            input={"year": f"{d:%Y}", "month": f"{d:%m}", "day": f"{d:%d}", "s3_path": s3_path},
+            requested_files=only,
+        )
+    return record
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv if argv is None else argv)
+    job = None
+    try:
+        args = parse_args(argv)
+        try:  # on AWS Glue: bookmarks, metrics and the job's lifecycle
+            from awsglue.context import GlueContext
+            from awsglue.job import Job
+            from pyspark.context import SparkContext
+        except ImportError:
+            pass
+        else:
+            job = Job(GlueContext(SparkContext.getOrCreate()))
+            job.init(args.get("JOB_NAME") or "purchases", args)
+        summary = run(args)
+    except TransientError as exc:
+        print(f"purchases glue job: transient failure (retry): {exc}", file=sys.stderr)
+        return EXIT_TRANSIENT
+    except PurchasesError as exc:
+        print(f"purchases glue job: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    if job is not None:
+        job.commit()
+    print(json.dumps(summary, default=str, sort_keys=True))
+    return EXIT_OK
+
+
+if __name__ == "__main__":  # python -m purchases.aws.glue_job, or spark-submit glue_job.py
+    sys.exit(main())
+
+
+__all__ = ["derived_run_id", "lake_path", "main", "parse_args", "resolve_step", "run"]
