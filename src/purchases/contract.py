@@ -38,7 +38,10 @@ BRONZE_FILE_SUFFIXES = (".csv", ".csv.gz")
 
 MAX_ID = 2**63 - 1
 DEFAULT_MAX_AMOUNT = Decimal("1000000")
-EMAIL_PATTERN = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
+# DESIGN's ^[^@\s]+@[^@\s]+\.[^@\s]+$ with \s spelled out as any Unicode whitespace: RE2
+# (DuckDB) and Java (Spark) read \s differently, an explicit class reads the same on both.
+_NOT_AT_OR_SPACE = r"[^@\s\x{0B}\x{85}\p{Z}]"
+EMAIL_PATTERN = rf"^{_NOT_AT_OR_SPACE}+@{_NOT_AT_OR_SPACE}+\.{_NOT_AT_OR_SPACE}+$"
 INTEGER_PATTERN = r"^[+-]?[0-9]+$"
 DATE_PATTERN = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"
 AMOUNT_PATTERN = r"^[+-]?[0-9]+(\.[0-9]{1,4})?$"

@@ -105,7 +105,12 @@ def to_asl(
                 "Resource": "arn:aws:states:::glue:startJobRun.sync",
                 "Parameters": {
                     "JobName": target,
-                    "Arguments": {f"--{p}.$": f"$.{p}" for p in t.parameters},
+                    "Arguments": {
+                        **{f"--{p}.$": f"$.{p}" for p in t.parameters},
+                        # One run id for every step of an execution: they share staging.
+                        "--run_id.$": "$$.Execution.Name",
+                        "--step": t.name,
+                    },
                 },
             }
         elif t.resource == "lambda":
@@ -114,7 +119,11 @@ def to_asl(
                 "Resource": "arn:aws:states:::lambda:invoke",
                 "Parameters": {
                     "FunctionName": target,
-                    "Payload": {f"{p}.$": f"$.{p}" for p in t.parameters},
+                    "Payload": {
+                        **{f"{p}.$": f"$.{p}" for p in t.parameters},
+                        "run_id.$": "$$.Execution.Name",
+                        "step": t.name,
+                    },
                 },
             }
         else:  # pragma: no cover - guarded by the declaration above

@@ -81,13 +81,15 @@ def test_asl_passes_each_task_its_declared_parameters() -> None:
     assert b2s["Parameters"]["JobName"] == "acme-bronze_to_silver"
     assert b2s["Parameters"]["Arguments"] == {
         "--year.$": "$.year", "--month.$": "$.month", "--day.$": "$.day",
-        "--s3_path.$": "$.s3_path",
+        "--s3_path.$": "$.s3_path", "--run_id.$": "$$.Execution.Name",
+        "--step": "bronze_to_silver",
     }
     up = states["upsert"]
     assert up["Resource"] == "arn:aws:states:::lambda:invoke"
     assert up["Parameters"] == {
         "FunctionName": "arn:aws:lambda:fn",
-        "Payload": {"year.$": "$.year", "month.$": "$.month", "day.$": "$.day"},
+        "Payload": {"year.$": "$.year", "month.$": "$.month", "day.$": "$.day",
+                    "run_id.$": "$$.Execution.Name", "step": "upsert"},
     }
     # A step's output never replaces the run input the next step reads its parameters from.
     assert all(states[t.name]["ResultPath"] is None for t in PIPELINE)

@@ -204,3 +204,10 @@ def test_half_up_rounding_to_the_cent(harness, tmp_path) -> None:
     harness.run()
     got = {r["purchase_id"]: r["amount_aud"] for r in harness.silver()}
     assert got == {1: Decimal("0.00"), 2: Decimal("0.01"), 3: Decimal("0.01"), 4: Decimal("1.01")}
+
+
+def test_email_with_inner_unicode_whitespace_is_invalid(harness) -> None:
+    harness.land("mail.csv", HEADER + fields(email="ann\u00a0lee@x.io") + "\n")
+    record = harness.run()
+    assert harness.silver()[0]["email"] is None
+    assert record.files[0]["invalid_emails"] == 1
