@@ -78,6 +78,21 @@ def unique_name(prefix: str) -> str:
 # --- a harness to land CSV text, run the pipeline and read every layer back ----------------
 
 
+def write_file(path: Path, content: str | bytes) -> Path:
+    """Write test input; a .gz name gets gzip-compressed bytes (deterministic: mtime=0)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.name.endswith(".gz"):
+        import gzip
+
+        data = content.encode() if isinstance(content, str) else content
+        path.write_bytes(gzip.compress(data, mtime=0))
+    elif isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        path.write_text(content, encoding="utf-8", newline="")
+    return path
+
+
 class Harness:
     """Drives the real pipeline (DuckDB, Parquet, SQLite) for one test's home folder."""
 
@@ -93,17 +108,7 @@ class Harness:
         return Lake(self.settings.lake_uri)
 
     def write(self, name: str, content: str | bytes) -> Path:
-        path = self.inbox / name
-        if name.endswith(".gz"):
-            import gzip
-
-            data = content.encode() if isinstance(content, str) else content
-            path.write_bytes(gzip.compress(data, mtime=0))
-        elif isinstance(content, bytes):
-            path.write_bytes(content)
-        else:
-            path.write_text(content, encoding="utf-8", newline="")
-        return path
+        return write_file(self.inbox / name, content)
 
     def land(self, name: str, content: str | bytes, day: str = "2024-01-15") -> Path:
         from datetime import date

@@ -15,17 +15,8 @@ from decimal import Decimal
 from itertools import islice
 from pathlib import Path
 
-# Kept local (equal to contract.INPUT_COLUMNS) so the generator needs nothing but the stdlib.
-HEADER: tuple[str, ...] = (
-    "customer_id",
-    "first_name",
-    "last_name",
-    "email",
-    "purchase_id",
-    "purchase_date",
-    "amount",
-    "currency",
-)
+from purchases.contract import INPUT_COLUMNS as HEADER
+
 CID, FIRST, LAST, EMAIL, PID, PDATE, AMOUNT, CURRENCY = range(8)
 
 SAME_DAY_BAD_KINDS: tuple[str, ...] = (

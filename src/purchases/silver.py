@@ -181,26 +181,14 @@ VALIDATED_COLUMNS: tuple[str, ...] = (
 """Columns of a validated row: raw text for quarantine, typed standardised values for silver."""
 
 # The eight input fields as typed standardised values: what "identical" compares (DESIGN §3).
-_IDENTITY = (
-    "customer_id",
-    "s_first_name",
-    "s_last_name",
-    "email",
-    "purchase_id",
-    "purchase_date",
-    "amount",
-    "s_currency",
-)
-_SILVER_IDENTITY = (
-    "customer_id",
-    "first_name",
-    "last_name",
-    "email",
-    "purchase_id",
-    "purchase_date",
-    "amount",
-    "currency",
-)
+# In a validated row some carry an s_ prefix (standardised text); silver uses the plain names.
+_STANDARDISED_NAMES = {
+    "first_name": "s_first_name",
+    "last_name": "s_last_name",
+    "currency": "s_currency",
+}
+_IDENTITY = tuple(_STANDARDISED_NAMES.get(c, c) for c in INPUT_COLUMNS)
+_SILVER_IDENTITY = INPUT_COLUMNS
 
 
 def duplicate_decisions_sql(validated: str, purchase_keys: str, silver_history: str) -> str:

@@ -18,12 +18,11 @@ import os
 import shutil
 import subprocess
 from collections.abc import Iterable
-from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
 
-from conftest import require
+from conftest import require, write_file  # noqa: F401 - re-exported for the Spark tests
 from purchases.storage import Lake
 
 
@@ -88,15 +87,3 @@ def folders(lake: Lake, prefix: str) -> set[str]:
             if rel.endswith(".parquet")}
 
 
-def write_file(path: Path, content: str | bytes) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.name.endswith(".gz"):
-        import gzip
-
-        data = content.encode() if isinstance(content, str) else content
-        path.write_bytes(gzip.compress(data, mtime=0))
-    elif isinstance(content, bytes):
-        path.write_bytes(content)
-    else:
-        path.write_text(content, encoding="utf-8", newline="")
-    return path
