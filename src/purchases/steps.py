@@ -80,7 +80,7 @@ def bronze_to_silver(ctx: RunContext) -> StepResult:
     started = time.perf_counter()
     lake = ctx.lake
     commits = catalog.load_commits(lake)
-    pending = _pending(lake, commits, ctx.only_files)
+    pending = pending_files(lake, commits, ctx.only_files)
     batch_id = catalog.next_batch_id(commits)
     # An earlier attempt of this run (a retry) may have left part of its output: start clean.
     lake.remove(ctx.staging)
@@ -143,10 +143,6 @@ def pending_files(
     Raises:
         PermanentError: a path in `only` is not a bronze data file in the lake.
     """
-    return _pending(lake, commits, only)
-
-
-def _pending(lake: Lake, commits: list[Commit], only: list[str] | None) -> list[Any]:
     done = catalog.processed_file_ids(commits)
     if only is None:
         objects = lake.list_bronze()
