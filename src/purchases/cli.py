@@ -6,8 +6,10 @@ Exit codes: 0 success; 1 error (a failed run, unusable input or setting); 2 usag
 
 from __future__ import annotations
 
+import json
 import sys
 import tempfile
+from dataclasses import asdict
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -303,9 +305,6 @@ def runs_show(
     if record is None:
         raise InputError(f"no run {run_id!r} (see `purchases runs`)")
     if fmt is OutputFormat.json:
-        import json
-        from dataclasses import asdict
-
         out.file.write(json.dumps(asdict(record), default=str) + "\n")
         return
     from rich.markup import escape

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import date
 from importlib import import_module
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -57,4 +56,4 @@ def open_engine(settings: Settings, lake: Lake | None = None, **options: Any) ->
     return module.create(settings, lake, **options)
 
 
-__all__ = ["Engine", "open_engine", "date"]
+__all__ = ["Engine", "open_engine"]
