@@ -73,6 +73,9 @@ class Commit:
     # purchase-key file -> [min, max] purchase_id it holds, so a run reads only the key files
     # whose range meets its own purchase ids.
     key_ranges: dict[str, list[int]] = field(default_factory=dict)
+    # Published files of earlier batches this batch replaces (e.g. a quarantine file whose
+    # rows `purchases reprocess` re-validated): from this commit on, readers skip them.
+    superseded: list[str] = field(default_factory=list)
 
     @property
     def published(self) -> list[str]:
@@ -151,6 +154,16 @@ def purchase_key_ranges(commits: list[Commit]) -> list[tuple[str, int | None, in
             lo, hi = c.key_ranges.get(p, (None, None))
             out.append((p, lo, hi))
     return out
+
+
+def published_files(commits: list[Commit], layer: str) -> list[str]:
+    """The files of a lake layer (silver, quarantine, gold) readers should see now.
+
+    Only what a commit record lists, less what a later commit superseded: a file being moved
+    into place (copy-then-delete on S3) or left by a run that never committed is never read.
+    """
+    gone = {p for c in commits for p in c.superseded}
+    return [p for c in commits for p in c.published_under(layer) if p not in gone]
 
 
 def gold_files(commit: Commit) -> list[str]:

@@ -38,6 +38,11 @@ BRONZE_FILE_SUFFIXES = (".csv", ".csv.gz")
 
 MAX_ID = 2**63 - 1
 DEFAULT_MAX_AMOUNT = Decimal("1000000")
+DEFAULT_MAX_RECORD_BYTES = 1 << 20
+"""Longest CSV record accepted (PURCHASES_MAX_RECORD_BYTES); longer ones are quarantined as
+record_too_large with a bounded prefix of their text."""
+RAW_PREFIX_BYTES = 4096
+"""How much of an over-long record quarantine keeps."""
 # DESIGN's ^[^@\s]+@[^@\s]+\.[^@\s]+$ with \s spelled out as any Unicode whitespace: RE2
 # (DuckDB) and Java (Spark) read \s differently, an explicit class reads the same on both.
 _NOT_AT_OR_SPACE = r"[^@\s\x{0B}\x{85}\p{Z}]"
@@ -60,6 +65,7 @@ class Reason(StrEnum):
     """Quarantine reason codes, in the order the rules are checked (first failing wins)."""
 
     MALFORMED_ROW = "malformed_row"
+    RECORD_TOO_LARGE = "record_too_large"
     MISSING_CUSTOMER_ID = "missing_customer_id"
     INVALID_CUSTOMER_ID = "invalid_customer_id"
     MISSING_PURCHASE_ID = "missing_purchase_id"
