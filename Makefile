@@ -1,11 +1,11 @@
 # make run  — install, generate sample data, run the whole pipeline, print the top 5 customers
-# make test — install and run the whole test suite
+# make test — install, lint, security checks (bandit, pip-audit), then the whole test suite
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test lint bench bench-serving bench-incremental bench-engines clean
+.PHONY: install run test lint security bandit audit check-extras bench bench-serving bench-incremental bench-engines clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,12 +19,27 @@ run: $(STAMP)
 	rm -rf .purchases
 	$(BIN)/purchases demo --days 7 --rows 15000
 
-test: $(STAMP)
+# Lint and security run first, so a lint error or a bandit finding fails `make test` (and CI).
+test: $(STAMP) lint security
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench
 	$(BIN)/lint-imports
+
+security: bandit audit
+
+# No medium/high finding in src/ without an inline `# nosec BXXX  # <why>` ([tool.bandit]).
+bandit: $(STAMP)
+	$(BIN)/python .ci/bandit-check
+
+# Known vulnerabilities in the installed packages; says NOT AUDITED when no service answers.
+audit: $(STAMP)
+	$(BIN)/python .ci/audit-deps
+
+# Every extra resolves in fresh venvs with Python's bundled pip and the newest pip (slow: minutes).
+check-extras:
+	.ci/check-extras
 
 bench: $(STAMP)
 	$(BIN)/python bench/pipeline.py

@@ -121,7 +121,7 @@ def child(home: str, csv_path: str, day: str, no_pruning: bool) -> None:
     """Land one day in a copy of the home and time its run (imports done beforehand)."""
     from datetime import date
 
-    from purchases import bronze, catalog, steps
+    from purchases import bronze, commit_log, steps
     from purchases.config import load_settings
     from purchases.orchestrator import run_pipeline
     from purchases.serving import connect
@@ -139,7 +139,7 @@ def child(home: str, csv_path: str, day: str, no_pruning: bool) -> None:
     record = run_pipeline(settings, trigger="bench")
     seconds = time.perf_counter() - started
     after = resource.getrusage(resource.RUSAGE_SELF)
-    commits = catalog.load_commits(lake)
+    commits = commit_log.load_commits(lake)
     print(json.dumps({
         "seconds": seconds,
         # CPU time of all threads: what the run cost, whatever else the machine was doing.
@@ -148,8 +148,8 @@ def child(home: str, csv_path: str, day: str, no_pruning: bool) -> None:
         "accepted": record.counts().get("accepted"),
         "duplicates": record.counts().get("duplicates"),
         "customers_changed": record.counts().get("customers_changed"),
-        "customers_in_state": _rows(lake, catalog.customer_state_files(commits)),
-        "key_files_in_lake": len(catalog.purchase_key_files(commits)),
+        "customers_in_state": _rows(lake, commit_log.customer_state_files(commits)),
+        "key_files_in_lake": len(commit_log.purchase_key_files(commits)),
         "earlier_batches_read": record.counts().get("earlier_batches_read"),
         "commits": len(commits),
     }))

@@ -35,9 +35,8 @@ import pyarrow.parquet as pq
 import sqlalchemy as sa
 
 from purchases import serving
-from purchases.catalog import Commit
+from purchases.commit_log import Commit
 from purchases.config import load_settings
-from purchases.contract import staging_table, summary_table
 from purchases.storage import Lake
 
 SERVER_URLS = {
@@ -86,13 +85,17 @@ def write_gold(lake: Lake, batch_id: int, rows: int, seed: int) -> Commit:
                   files=[], moves=[(rel, rel)], customers_changed=rows)
 
 
-def staging_dicts(lake: Lake, commit: Commit) -> Iterator[dict[str, Any]]:
+def staging_dicts(
+    db: serving.ServingDatabase, lake: Lake, commit: Commit
+) -> Iterator[dict[str, Any]]:
+    """Gold rows keyed by the staging columns of db's dialect (SQLite: cents, not AUD)."""
     now = datetime.now(UTC).replace(tzinfo=None)
+    columns = db.tables.written(db.tables.staging)
     for _, rel in commit.moves:
         for batch in pq.ParquetFile(lake.full(rel)).iter_batches(batch_size=10_000):
             for r in batch.to_pylist():
                 r["load_date"] = now
-                yield r
+                yield {c.name: r[db.tables.source(c)] for c in columns}
 
 
 # --- databases ---------------------------------------------------------------------------------
@@ -137,8 +140,8 @@ def naive_load(db: serving.ServingDatabase, lake: Lake, commit: Commit) -> int:
     """One INSERT statement (one round trip) per row, in one transaction."""
     n = 0
     with db.engine.begin() as con:
-        for row in staging_dicts(lake, commit):
-            con.execute(staging_table.insert().values(**row))
+        for row in staging_dicts(db, lake, commit):
+            con.execute(db.tables.staging.insert().values(**row))
             n += 1
     return n
 
@@ -148,13 +151,13 @@ def executemany_load(db: serving.ServingDatabase, lake: Lake, commit: Commit) ->
     n = 0
     with db.engine.begin() as con:
         chunk: list[dict[str, Any]] = []
-        for row in staging_dicts(lake, commit):
+        for row in staging_dicts(db, lake, commit):
             chunk.append(row)
             if len(chunk) == 10_000:
-                con.execute(staging_table.insert(), chunk)
+                con.execute(db.tables.staging.insert(), chunk)
                 n, chunk = n + len(chunk), []
         if chunk:
-            con.execute(staging_table.insert(), chunk)
+            con.execute(db.tables.staging.insert(), chunk)
             n += len(chunk)
     return n
 
@@ -171,8 +174,8 @@ def bulk_load_without_load_data(db: serving.ServingDatabase, lake: Lake, commit:
 def naive_upsert(db: serving.ServingDatabase, lake: Lake, commit: Commit) -> int:
     """One single-row INSERT ... ON CONFLICT / ON DUPLICATE KEY UPDATE per customer."""
     name = db.engine.dialect.name
-    t = summary_table
-    names = t.c.keys()
+    t = db.tables.summary
+    names = [c.name for c in db.tables.written(t)]
     cols = [c for c in names if c != "customer_id"]
     params = {c: sa.bindparam(c, type_=t.c[c].type) for c in names}
     if name in ("mysql", "mariadb"):
@@ -197,7 +200,7 @@ def naive_upsert(db: serving.ServingDatabase, lake: Lake, commit: Commit) -> int
     n = 0
     now = datetime.now(UTC).replace(tzinfo=None)
     with db.engine.begin() as con:
-        for row in staging_dicts(lake, commit):
+        for row in staging_dicts(db, lake, commit):
             row.pop("load_date")
             con.execute(stmt, {**row, "updated_at": now})
             n += 1
@@ -242,15 +245,15 @@ def bench_backend(kind: str, rows: int, naive_rows: int) -> None:
                 results: list[tuple[str, str, str]] = []
                 timed("staging load, naive (INSERT per row)",
                       lambda: naive_load(db, lake, small), results)
-                clear(db, staging_table)
+                clear(db, db.tables.staging)
                 if kind == "postgresql":
                     timed("staging load, executemany (no COPY)",
                           lambda: executemany_load(db, lake, batches[0]), results)
-                    clear(db, staging_table)
+                    clear(db, db.tables.staging)
                 if kind == "mariadb":
                     timed("staging load, bulk multi-row INSERT",
                           lambda: bulk_load_without_load_data(db, lake, batches[0]), results)
-                    clear(db, staging_table)
+                    clear(db, db.tables.staging)
                 path = {"postgresql": "COPY", "mariadb": "LOAD DATA LOCAL"}.get(kind, "INSERT")
                 timed(f"staging load, bulk ({path}, load_staging)",
                       lambda: db.load_staging(lake, batches[0]), results)

@@ -8,6 +8,7 @@ import shutil
 import socket
 import subprocess
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -71,6 +72,43 @@ def java_available() -> bool:
     return ok
 
 
+@pytest.fixture(scope="session")
+def moto_endpoint() -> Iterator[str]:
+    """A real S3/Step Functions/Secrets Manager/Glue API: moto's server on 127.0.0.1."""
+    try:
+        from moto.server import ThreadedMotoServer
+    except ImportError:  # pragma: no cover - moto is in the dev extra
+        require(False, "moto[server] is not installed (dev extra)")
+        raise
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
+    server.start()
+    host, port = server.get_host_and_port()
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def aws_env(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The standard AWS settings pointed at moto (no product variable for the endpoint)."""
+    for key, value in {
+        "AWS_ENDPOINT_URL": moto_endpoint,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_REGION": "us-east-1",
+    }.items():
+        monkeypatch.setenv(key, value)
+    try:
+        import s3fs
+
+        s3fs.S3FileSystem.clear_instance_cache()
+    except ImportError:  # pragma: no cover
+        pass
+    return moto_endpoint
+
+
 def unique_name(prefix: str) -> str:
     return f"{prefix}_{uuid.uuid4().hex[:8]}"
 
@@ -125,12 +163,16 @@ class Harness:
         return run_pipeline(self.settings)
 
     def table(self, layer: str) -> list[dict]:
+        """Rows of a layer as readers see it: the files the commit log lists as published."""
         import pyarrow.parquet as pq
 
+        from purchases import commit_log
+
+        lake = self.lake
         rows: list[dict] = []
-        for rel in self.lake.list_files(layer):
-            if rel.endswith(".parquet") and "/." not in rel:
-                rows.extend(pq.read_table(self.lake.full(rel)).to_pylist())
+        for rel in commit_log.published_files(commit_log.load_commits(lake), layer):
+            with lake.open(rel) as fh:
+                rows.extend(pq.read_table(fh).to_pylist())
         return rows
 
     def silver(self) -> list[dict]:

@@ -1,14 +1,20 @@
 """The `purchases` command line: parses arguments, calls the pipeline, renders results.
 
 Exit codes: 0 success; 1 error (a failed run, unusable input or setting); 2 usage error;
-3 another run holds the writer lock and --no-wait was given.
+3 another run holds the writer lock and --no-wait was given; 130 interrupted (Ctrl-C).
+
+Everything printed that comes from data or from an error is shown literally (render.text,
+render.say): never parsed as Rich markup, control characters shown as escapes.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import signal
 import sys
 import tempfile
+import threading
 from dataclasses import asdict
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -18,14 +24,19 @@ import typer
 from rich.console import Console
 
 from purchases import bronze, history, serving
+from purchases.cli_aws import aws_app
 from purchases.cli_db import db_app
 from purchases.config import Settings, load_settings
 from purchases.contract import QUARANTINE_COLUMNS, TOP_CUSTOMERS_COLUMNS
 from purchases.errors import InputError, PurchasesError
-from purchases.render import OutputFormat, render_rows
+from purchases.render import LiteralFormatter, OutputFormat, one_line, render_rows, say, text
 from purchases.storage import Lake
 
-EXIT_ERROR, EXIT_USAGE, EXIT_BUSY = 1, 2, 3
+EXIT_ERROR, EXIT_USAGE, EXIT_BUSY, EXIT_INTERRUPTED = 1, 2, 3, 130
+# Upper bound of -n/--limit/--rows: beyond it a table is no use, and a larger integer would
+# overflow the database's or DuckDB's INTEGER/BIGINT before it could mean anything.
+MAX_ROWS = 1_000_000
+MAX_DAYS = 3660
 
 app = typer.Typer(
     name="purchases",
@@ -37,6 +48,7 @@ app = typer.Typer(
 runs_app = typer.Typer(help="Run history.", invoke_without_command=True)
 app.add_typer(runs_app, name="runs")
 app.add_typer(db_app, name="db")
+app.add_typer(aws_app, name="aws")
 
 out = Console()
 err = Console(stderr=True)
@@ -45,6 +57,8 @@ err = Console(stderr=True)
 class State:
     settings: Settings
     debug: bool = False
+    command: str | None = None
+    interrupted: bool = False
 
 
 state = State()
@@ -56,6 +70,7 @@ FormatOption = Annotated[
 
 @app.callback()
 def _global(
+    ctx: typer.Context,
     home: Annotated[
         Path | None,
         typer.Option(
@@ -80,6 +95,7 @@ def _global(
     debug: Annotated[bool, typer.Option(help="Show full tracebacks on errors.")] = False,
 ) -> None:
     state.debug = debug
+    state.command = ctx.invoked_subcommand
     state.settings = load_settings(
         home=home, lake=lake, database_url=database_url, fx_rates=fx_rates, engine=engine
     )
@@ -89,13 +105,32 @@ def _lake() -> Lake:
     return Lake(state.settings.lake_uri)
 
 
-def _parse_day(value: str | None, option: str) -> date | None:
-    if value is None:
-        return None
+def _day(value: str | date) -> date:
+    """A YYYY-MM-DD option value; a bad one is a usage error (exit 2) naming the option."""
+    if isinstance(value, date):
+        return value
     try:
         return date.fromisoformat(value)
     except ValueError:
-        raise InputError(f"{option} {value!r} is not a date YYYY-MM-DD") from None
+        raise typer.BadParameter(f"{value!r} is not a date YYYY-MM-DD") from None
+
+
+def _ingestion_day(value: str | date) -> date:
+    """An ingestion date: not after today (UTC), or the future-purchase rule is void."""
+    day, today = _day(value), datetime.now(UTC).date()
+    if day > today:
+        raise typer.BadParameter(
+            f"{day} is after today ({today}, UTC): an ingestion date is the day a file "
+            "arrived; give today or an earlier date, or leave --date out for today"
+        )
+    return day
+
+
+def _require_writable_home() -> None:
+    """Fail fast when the home cannot hold the run lock (else the lock waits forever)."""
+    from purchases.orchestrator import lock_path
+
+    lock_path(state.settings)
 
 
 # --- ingest / run ----------------------------------------------------------------------------
@@ -105,19 +140,25 @@ def _parse_day(value: str | None, option: str) -> date | None:
 def ingest(
     paths: Annotated[list[Path], typer.Argument(help="CSV/.csv.gz files or folders of them.")],
     day: Annotated[
-        str | None, typer.Option("--date", help="Ingestion date YYYY-MM-DD [default: today, UTC].")
+        date | None,
+        typer.Option(
+            "--date",
+            parser=_ingestion_day,
+            metavar="YYYY-MM-DD",
+            help="Ingestion date, today or earlier [default: today, UTC].",
+        ),
     ] = None,
 ) -> None:
     """Land files in bronze/year=YYYY/month=MM/day=DD/ (atomically; same bytes again: no-op)."""
-    when = _parse_day(day, "--date") or datetime.now(UTC).date()
+    when = day or datetime.now(UTC).date()
     files = bronze.source_files(paths)
     if not files:
         raise InputError(f"no .csv or .csv.gz files in {', '.join(map(str, paths))}")
     landed = bronze.land(_lake(), files, when)
     for item in landed:
         note = "already landed (same bytes)" if item.skipped else "landed"
-        out.print(f"{note}: {item.path}")
-    out.print(f"{sum(not i.skipped for i in landed)} file(s) landed for {when}")
+        say(out, f"{note}: {item.path}")
+    say(out, f"{sum(not i.skipped for i in landed)} file(s) landed for {when}")
 
 
 @app.command()
@@ -129,15 +170,16 @@ def run(
     """Process every pending bronze file through all steps and print what happened."""
     from purchases.orchestrator import RunBusy, run_pipeline
 
+    _require_writable_home()
     try:
         with err.status("running…") as status:
             record = run_pipeline(
                 state.settings,
                 wait=wait,
-                on_step=lambda task, step: status.update(f"{task.name}: {step.status}"),
+                on_step=lambda task, step: status.update(text(f"{task.name}: {step.status}")),
             )
     except RunBusy as exc:
-        err.print(f"[yellow]{exc}[/]")
+        say(err, one_line(exc), "yellow")
         raise typer.Exit(EXIT_BUSY) from None
     print_run(record)
 
@@ -145,12 +187,14 @@ def run(
 @app.command()
 def watch(
     inbox: Annotated[
-        Path | None, typer.Argument(help="Folder to watch [default: $PURCHASES_HOME/inbox].")
+        Path | None,
+        typer.Argument(file_okay=False, help="Folder to watch [default: $PURCHASES_HOME/inbox]."),
     ] = None,
     settle: Annotated[
         float,
         typer.Option(
             min=0.0,
+            max=3600.0,
             help="Seconds a file's size and mtime must stay unchanged before it is "
             "taken (write to x.part and rename to skip the wait).",
         ),
@@ -159,6 +203,7 @@ def watch(
         float,
         typer.Option(
             min=0.0,
+            max=3600.0,
             help="Quiet seconds after the last landed file before a run starts: files "
             "arriving together are run together.",
         ),
@@ -171,12 +216,14 @@ def watch(
     """
     from purchases.triggers import WatchOptions, log_to_stderr, watch_folder
 
+    folder = inbox or state.settings.home / "inbox"
+    if folder.exists() and not folder.is_dir():
+        raise InputError(f"inbox {folder} is a file, not a folder: give a folder to watch")
+    _require_writable_home()
     log_to_stderr()
-    watch_folder(
-        state.settings,
-        inbox or state.settings.home / "inbox",
-        WatchOptions(settle=settle, debounce=debounce),
-    )
+    for handler in logging.getLogger("purchases.triggers").handlers:
+        handler.setFormatter(LiteralFormatter("%(asctime)s %(message)s"))
+    watch_folder(state.settings, folder, WatchOptions(settle=settle, debounce=debounce))
 
 
 def print_run(record: history.RunRecord) -> None:
@@ -200,20 +247,21 @@ def print_run(record: history.RunRecord) -> None:
     if rows:
         render_rows(out, rows, list(rows[0]), OutputFormat.table, title=f"run {record.run_id}")
     else:
-        out.print("no pending files" if record.status == "succeeded" else "no files processed")
+        say(out, "no pending files" if record.status == "succeeded" else "no files processed")
     counts = record.counts()
     by_reason = ", ".join(f"{k}={v}" for k, v in record.rejected_by_reason().items())
-    out.print(
+    say(
+        out,
         f"rows: in={counts.get('rows_in', 0)} accepted={counts.get('accepted', 0)} "
         f"rejected={counts.get('rejected', 0)}"
         + (f" ({by_reason})" if by_reason else "")
         + f" duplicates={counts.get('duplicates', 0)}",
-        highlight=False,
     )
-    out.print(
+    say(
+        out,
         f"customers changed: {counts.get('customers_changed', 0)}; "
         f"customers upserted: {counts.get('customers_upserted', 0)}; "
-        f"{record.status} in {record.seconds:.1f}s"
+        f"{record.status} in {record.seconds:.1f}s",
     )
 
 
@@ -222,7 +270,9 @@ def print_run(record: history.RunRecord) -> None:
 
 @app.command()
 def top(
-    n: Annotated[int, typer.Option("-n", "--limit", min=1, help="How many customers.")] = 5,
+    n: Annotated[
+        int, typer.Option("-n", "--limit", min=1, max=MAX_ROWS, help="How many customers.")
+    ] = 5,
     fmt: FormatOption = OutputFormat.table,
 ) -> None:
     """Top customers by total spent in AUD (the business query)."""
@@ -233,19 +283,22 @@ def top(
 
 @app.command()
 def rejects(
-    day: Annotated[str | None, typer.Option("--date", help="Only this ingestion date.")] = None,
-    limit: Annotated[int, typer.Option(min=1, help="At most this many rows.")] = 1000,
+    when: Annotated[
+        date | None,
+        typer.Option("--date", parser=_day, metavar="YYYY-MM-DD", help="Only this ingestion date."),
+    ] = None,
+    limit: Annotated[int, typer.Option(min=1, max=MAX_ROWS, help="At most this many rows.")] = 1000,
     fmt: FormatOption = OutputFormat.table,
 ) -> None:
     """Quarantined rows with their reason codes."""
-    from purchases.engines.duckdb_engine import lake_query
+    from purchases.engines.duckdb_lake import lake_query
 
-    when = _parse_day(day, "--date")
     where, params = ("WHERE ingestion_date = ?", [when]) if when else ("", [])
     cols = list(QUARANTINE_COLUMNS)
     rows = lake_query(
         _lake(),
-        f"SELECT {', '.join(cols)} FROM quarantine {where} "
+        # Bandit B608: fixed text and an int; values are bound
+        f"SELECT {', '.join(cols)} FROM quarantine {where} "  # nosec B608
         f"ORDER BY ingestion_date, source_file, line_number NULLS LAST, purchase_id LIMIT {limit}",
         params,
     )
@@ -256,7 +309,7 @@ def rejects(
 def runs_list(
     ctx: typer.Context,
     fmt: FormatOption = OutputFormat.table,
-    limit: Annotated[int, typer.Option(min=1, help="The latest N runs.")] = 50,
+    limit: Annotated[int, typer.Option(min=1, max=MAX_ROWS, help="The latest N runs.")] = 50,
 ) -> None:
     """Run history: id, start, status, files, counts, duration."""
     if ctx.invoked_subcommand:
@@ -307,34 +360,24 @@ def runs_show(
     if fmt is OutputFormat.json:
         out.file.write(json.dumps(asdict(record), default=str) + "\n")
         return
-    from rich.markup import escape
-
-    out.print(
+    say(
+        out,
         f"run {record.run_id}  trigger={record.trigger}  status={record.status}  "
         f"started={record.started_at}  finished={record.finished_at}  "
         f"seconds={record.seconds}",
-        markup=False,
-        highlight=False,
     )
     if record.input:
-        out.print(
-            "input: " + "  ".join(f"{k}={v}" for k, v in record.input.items()),
-            markup=False,
-            highlight=False,
-        )
+        say(out, "input: " + "  ".join(f"{k}={v}" for k, v in record.input.items()))
     for what, items in record.recovered.items():
-        out.print(
-            f"recovered first: {what.replace('_', ' ')}: {', '.join(map(str, items))}",
-            markup=False,
-            highlight=False,
-        )
+        say(out, f"recovered first: {what.replace('_', ' ')}: {', '.join(map(str, items))}")
     if record.failed_step:
-        out.print(
-            f"[red]failed step: {escape(record.failed_step)}  "
-            f"{escape(str(record.error_class))}: {escape(str(record.error))}[/]"
+        say(
+            out,
+            f"failed step: {record.failed_step}  {record.error_class}: {one_line(record.error)}",
+            "red",
         )
     elif record.error:
-        out.print(f"[yellow]{escape(record.error)}[/]")
+        say(out, one_line(record.error), "yellow")
     steps = [
         {
             "step": s.step,
@@ -364,8 +407,13 @@ def query(
     fmt: FormatOption = OutputFormat.table,
 ) -> None:
     """SQL over the lake (an embedded stand-in for Athena), run by DuckDB."""
-    from purchases.engines.duckdb_engine import lake_query
+    from purchases.engines.duckdb_lake import lake_query
 
+    if not sql.strip():
+        raise typer.BadParameter(
+            "the SQL is empty: give a query, e.g. 'SELECT * FROM customers LIMIT 5'",
+            param_hint="'SQL'",
+        )
     rows = lake_query(_lake(), sql)
     render_rows(out, rows, list(rows[0]) if rows else [], fmt)
 
@@ -376,40 +424,52 @@ def query(
 @app.command()
 def generate(
     out_dir: Annotated[Path, typer.Option("--out", help="Folder to write CSV files to.")],
-    rows: Annotated[int, typer.Option(min=0, help="Rows per day.")] = 15_000,
-    days: Annotated[int, typer.Option(min=1, help="Number of ingestion days.")] = 7,
+    rows: Annotated[int, typer.Option(min=0, max=MAX_ROWS * 10, help="Rows per day.")] = 15_000,
+    days: Annotated[int, typer.Option(min=1, max=MAX_DAYS, help="Number of ingestion days.")] = 7,
     seed: Annotated[int, typer.Option(help="Random seed (same seed, same files).")] = 42,
     bad_ratio: Annotated[
         float, typer.Option(min=0.0, max=1.0, help="Share of bad rows per day.")
     ] = 0.02,
-    start: Annotated[str, typer.Option(help="First ingestion date.")] = "2024-01-15",
+    start: Annotated[
+        date, typer.Option(parser=_day, metavar="YYYY-MM-DD", help="First ingestion date.")
+    ] = date(2024, 1, 15),
 ) -> None:
     """Write realistic sample purchase files, with a controllable share of bad rows."""
     from purchases.generate import generate as write_files
 
+    if (date.max - start).days < days - 1:
+        raise typer.BadParameter(
+            f"{days} days from {start} run past {date.max}", param_hint="'--days'"
+        )
     files = write_files(
         out_dir,
         rows=rows,
         days=days,
         seed=seed,
         bad_ratio=bad_ratio,
-        start=_parse_day(start, "--start"),
+        start=start,
     )
     for f in files:
-        out.print(f"{f.path}  ({f.rows} rows, ingest on {f.ingestion_date})")
+        say(out, f"{f.path}  ({f.rows} rows, ingest on {f.ingestion_date})")
 
 
 @app.command()
 def demo(
-    rows: Annotated[int, typer.Option(min=1, help="Rows per day.")] = 15_000,
-    days: Annotated[int, typer.Option(min=1, help="Number of days.")] = 7,
+    rows: Annotated[int, typer.Option(min=1, max=MAX_ROWS * 10, help="Rows per day.")] = 15_000,
+    days: Annotated[int, typer.Option(min=1, max=MAX_DAYS, help="Number of days.")] = 7,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 42,
     bad_ratio: Annotated[float, typer.Option(min=0.0, max=1.0)] = 0.02,
 ) -> None:
-    """Generate sample data, ingest and run it day by day, then show the top 5 customers."""
+    """Generate sample data, ingest and run it day by day, then show the top 5 customers.
+
+    Only into a new or empty home with its own lake and SQLite file: sample customers must
+    never merge into real data.
+    """
     from purchases.generate import generate as write_files
     from purchases.orchestrator import run_pipeline
 
+    _require_fresh_home()
+    _require_writable_home()
     with tempfile.TemporaryDirectory(prefix="purchases-demo-") as tmp:
         files = write_files(Path(tmp), rows=rows, days=days, seed=seed, bad_ratio=bad_ratio)
         lake = _lake()
@@ -418,12 +478,13 @@ def demo(
             with err.status(f"day {f.ingestion_date}: running…"):
                 record = run_pipeline(state.settings, trigger="demo")
             c = record.counts()
-            out.print(
+            say(
+                out,
                 f"{f.ingestion_date}: rows={c.get('rows_in', 0)} "
                 f"accepted={c.get('accepted', 0)} rejected={c.get('rejected', 0)} "
                 f"duplicates={c.get('duplicates', 0)} "
                 f"customers changed={c.get('customers_changed', 0)} "
-                f"({record.seconds:.1f}s)"
+                f"({record.seconds:.1f}s)",
             )
     with serving.connect(state.settings) as db:
         render_rows(
@@ -435,39 +496,150 @@ def demo(
         )
 
 
+def _inside(path: Path, folder: Path) -> bool:
+    return path.resolve().is_relative_to(folder.resolve())
+
+
+def _require_fresh_home() -> None:
+    """demo's guard: a home that does not exist or is empty, no lake or database elsewhere."""
+    from sqlalchemy.engine import make_url
+
+    s = state.settings
+    fix = "run the demo in a new folder: `purchases --home /tmp/purchases-demo demo`"
+    if s.database_url:
+        try:
+            url = make_url(s.database_url)
+            in_home = (
+                url.get_backend_name() == "sqlite"
+                and bool(url.database)
+                and _inside(Path(str(url.database)), s.home)
+            )
+        except Exception:  # noqa: BLE001 - unparseable: certainly not a fresh SQLite file
+            in_home = False
+        if not in_home:
+            raise InputError(
+                "demo writes sample customers and will not write into the configured "
+                f"database {serving.masked_url(s.database_url)} "
+                f"(PURCHASES_DATABASE_URL/--database-url): unset it and {fix}"
+            )
+    if s.lake and ("://" in s.lake or not _inside(Path(s.lake), s.home)):
+        raise InputError(
+            f"demo writes sample data and will not write into the configured lake {s.lake} "
+            f"(PURCHASES_LAKE/--lake): unset it and {fix}"
+        )
+    held = sorted(p.name for p in s.home.iterdir()) if s.home.is_dir() else []
+    if held:
+        raise InputError(
+            f"demo writes sample data only into a new or empty home, and {s.home} already "
+            f"holds {', '.join(held)}: {fix}"
+        )
+
+
+from purchases import cli_reprocess  # noqa: E402, F401 - registers `purchases reprocess` on app
+
 # --- entry point -----------------------------------------------------------------------------
 
 
+_RESUME = {
+    "ingest": "files landed so far stay landed; the same `purchases ingest` lands the rest",
+    "run": "the run stopped; `purchases run` resumes it",
+    "demo": "the run stopped; `purchases run` resumes it",
+    "watch": "the run stopped; `purchases run` or `purchases watch` resumes it",
+    "reprocess": "the run stopped; `purchases run` resumes it",
+}
+
+
+def _on_sigint(signum: int, frame: Any) -> None:
+    # Noted before raising: DuckDB turns the KeyboardInterrupt into its own "Query
+    # interrupted" error, which would otherwise reach the user as a failed step.
+    state.interrupted = True
+    signal.default_int_handler(signum, frame)
+
+
+def _interrupted() -> None:
+    resume = _RESUME.get(state.command or "", "")
+    say(err, "Interrupted (Ctrl-C)" + (f": {resume}." if resume else "."), "red")
+    sys.exit(EXIT_INTERRUPTED)
+
+
+def _error(message: object) -> None:
+    err.print(text("Error:", "red"), text(one_line(message)), soft_wrap=True, highlight=False)
+
+
+def _show_usage_error(exc: Any) -> None:
+    """A click usage error as click shows it, but with the user's values shown literally."""
+    ctx = getattr(exc, "ctx", None)
+    if ctx is not None:
+        for line in ctx.get_usage().splitlines():
+            say(err, line)
+        say(err, f"Try '{ctx.command_path} {ctx.help_option_names[0]}' for help.")
+        say(err, "")
+    say(err, f"Error: {one_line(exc.format_message())}")
+
+
 def main(argv: list[str] | None = None) -> Any:
-    """Console entry point: one error handler, one red line, exit 1 (traceback with --debug)."""
+    """Console entry point: one error handler, one red line, exit 1 (traceback with --debug).
+
+    Usage errors exit 2, Ctrl-C exits 130 with a line saying how to resume.
+    """
+    previous = signal.getsignal(signal.SIGINT)
+    # Not when SIGINT is ignored (a background job), nor off the main thread (not allowed).
+    ours = previous is signal.default_int_handler and threading.current_thread() is (
+        threading.main_thread()
+    )
+    if ours:
+        signal.signal(signal.SIGINT, _on_sigint)
+    state.interrupted, state.command = False, None
+    try:
+        return _main(argv)
+    finally:
+        if ours:
+            signal.signal(signal.SIGINT, previous)
+
+
+def _main(argv: list[str] | None) -> Any:
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])
     try:
-        return app(args=argv, standalone_mode=False)
+        code = app(args=argv, standalone_mode=False)
     except PurchasesError as exc:
+        if state.interrupted:
+            _interrupted()
         if debug:
             err.print_exception()
-        err.print(f"[red]Error:[/] {exc}", markup=True, highlight=False, soft_wrap=True)
+        _error(exc)
         sys.exit(EXIT_ERROR)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
     except (typer.Abort, KeyboardInterrupt):
-        err.print("[red]Aborted.[/]")
-        sys.exit(130)
+        _interrupted()
+    except OSError as exc:  # the file system refused: name the path, not a Python class
+        if state.interrupted:
+            _interrupted()
+        if debug:
+            err.print_exception()
+        where = f"{exc.filename}: " if exc.filename else ""
+        _error(
+            f"{where}{exc.strerror or exc} (check the path given by --home, --lake or the "
+            "command line exists, is the right kind (file/folder) and can be written)"
+        )
+        sys.exit(EXIT_ERROR)
     except Exception as exc:  # noqa: BLE001 - the last line of defence: no traceback for users
-        # Usage errors of the CLI parser (typer ships its own click): shown as click shows them.
-        if callable(getattr(exc, "show", None)) and isinstance(
+        if state.interrupted:
+            _interrupted()
+        # Usage errors of the CLI parser (typer ships its own click).
+        if callable(getattr(exc, "format_message", None)) and isinstance(
             getattr(exc, "exit_code", None), int
         ):
-            exc.show()
+            _show_usage_error(exc)
             sys.exit(exc.exit_code)
         if debug:
             err.print_exception()
-        err.print(
-            f"[red]Error:[/] unexpected {type(exc).__name__}: {exc} "
-            "(rerun with --debug for the traceback)",
-            soft_wrap=True,
-        )
+        _error(f"unexpected {type(exc).__name__}: {exc} (rerun with --debug for the traceback)")
         sys.exit(EXIT_ERROR)
+    # typer turns a KeyboardInterrupt inside a command into a silent exit code 130.
+    if state.interrupted or code == EXIT_INTERRUPTED:
+        _interrupted()
+    return code
 
 
 if __name__ == "__main__":

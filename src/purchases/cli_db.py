@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from purchases.render import OutputFormat, render_rows
+from purchases.render import OutputFormat, render_rows, say
 
 db_app = typer.Typer(help="Serving database schema: migrate, inspect.", no_args_is_help=True)
 
@@ -38,7 +38,7 @@ def upgrade(
         out.file.write(serving.upgrade_sql(_settings(), revision))
         return
     where, now = serving.upgrade_schema(_settings(), revision)
-    out.print(f"{where}: schema at revision {now}", highlight=False, soft_wrap=True)
+    say(out, f"{where}: schema at revision {now}")
 
 
 @db_app.command("current")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal
 from pathlib import Path
 from typing import Literal
@@ -9,7 +10,7 @@ from typing import Literal
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from purchases.contract import DEFAULT_MAX_AMOUNT
+from purchases.contract import DEFAULT_MAX_AMOUNT, DEFAULT_MAX_RECORD_BYTES
 from purchases.errors import ConfigError
 
 EngineName = Literal["duckdb", "spark"]
@@ -32,6 +33,10 @@ class Settings(BaseSettings):
     database_password_file: Path | None = None
     """File holding the database password, used when the URL carries none."""
 
+    database_secret_arn: str | None = None
+    """AWS Secrets Manager secret (RDS JSON: engine, host, port, username, password, dbname)
+    holding the serving database; its keys override those of database_url (purchases.secrets)."""
+
     fx_rates: Path | None = None
     """CSV of FX rates (currency, rate_to_aud, valid_from); default: the shipped table."""
 
@@ -43,6 +48,27 @@ class Settings(BaseSettings):
 
     memory_limit: str = "1GB"
     """Memory the DuckDB engine may use before spilling to disk."""
+
+    max_record_bytes: int = Field(default=DEFAULT_MAX_RECORD_BYTES, ge=256, le=64 << 20)
+    """Longest CSV record, in bytes (its line break not counted), accepted from a bronze file;
+    a longer one is quarantined as record_too_large with a prefix of its text. 256..64 MiB:
+    each engine holds a record whole in memory while parsing it."""
+
+    glue_database: str | None = None
+    """Glue Data Catalog database the lake's silver, quarantine and gold tables are registered
+    in after each commit, for Athena (needs an s3:// lake and boto3); unset: no catalog."""
+
+    glue_table_prefix: str = ""
+    """Prefix of the Glue table names (`<prefix>silver`, `<prefix>quarantine`, `<prefix>gold`),
+    e.g. `prod_` to keep two lakes' tables in one database."""
+
+    @field_validator("glue_database", "glue_table_prefix")
+    @classmethod
+    def _glue_name(cls, value: str | None) -> str | None:
+        # Athena reads only lower-case letters, digits and underscores in these names.
+        if value and not re.fullmatch(r"[a-z0-9_]{1,200}", value):
+            raise ValueError("use lower-case letters, digits and underscores (Athena's names)")
+        return value
 
     @field_validator("max_amount")
     @classmethod

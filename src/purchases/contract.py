@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from decimal import Decimal
 from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import (
+    REAL,
     BigInteger,
     Column,
+    Computed,
     Date,
     DateTime,
     Index,
@@ -47,6 +50,12 @@ RAW_PREFIX_BYTES = 4096
 # (DuckDB) and Java (Spark) read \s differently, an explicit class reads the same on both.
 _NOT_AT_OR_SPACE = r"[^@\s\x{0B}\x{85}\p{Z}]"
 EMAIL_PATTERN = rf"^{_NOT_AT_OR_SPACE}+@{_NOT_AT_OR_SPACE}+\.{_NOT_AT_OR_SPACE}+$"
+CONTROL_CHARACTERS = r"[\x{00}-\x{08}\x{0E}-\x{1F}\x{7F}-\x{84}\x{86}-\x{9F}]"
+"""Control characters (Unicode Cc) that are not whitespace: C0 but tab, LF, VT, FF, CR; DEL;
+C1 but NEL. Names and email lose them in standardisation (PostgreSQL cannot store NUL, and
+none of them is ever part of a name); gold strips them again, for lakes written before that.
+Written as RE2 (DuckDB) and Java (Spark) read it alike; the whitespace ones are trimmed and
+collapsed as whitespace instead."""
 INTEGER_PATTERN = r"^[+-]?[0-9]+$"
 DATE_PATTERN = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"
 AMOUNT_PATTERN = r"^[+-]?[0-9]+(\.[0-9]{1,4})?$"
@@ -156,81 +165,156 @@ FX_COLUMNS: dict[str, str] = {"currency": "VARCHAR", "rate_to_aud": RATE_TYPE, "
 
 
 class Money(TypeDecorator):
-    """DECIMAL(18,2) money; on SQLite (no exact decimal type) stored as integer cents.
-
-    SQLite would otherwise store NUMERIC as an 8-byte float. Integer cents keep values exact
-    and still make ``ORDER BY total_spent_aud`` sort numerically.
-    """
+    """DECIMAL(18,2) AUD, read back as an exact ``Decimal`` (PostgreSQL, MySQL/MariaDB)."""
 
     impl = Numeric(18, 2)
     cache_ok = True
 
     def load_dialect_impl(self, dialect: Any) -> Any:
-        if dialect.name == "sqlite":
-            return dialect.type_descriptor(BigInteger())
         return dialect.type_descriptor(Numeric(18, 2, asdecimal=True))
+
+    def process_bind_param(self, value: Any, dialect: Any) -> Any:
+        return None if value is None else Decimal(value)
+
+    def process_result_value(self, value: Any, dialect: Any) -> Decimal | None:
+        return None if value is None else Decimal(value).quantize(Decimal("0.01"))
+
+
+class Cents(TypeDecorator):
+    """DECIMAL(18,2) AUD kept as integer cents: exact over the whole DECIMAL(18,2) range, and
+    read back as a ``Decimal``. Binding a value with a fraction of a cent is an error."""
+
+    impl = BigInteger
+    cache_ok = True
 
     def process_bind_param(self, value: Any, dialect: Any) -> Any:
         if value is None:
             return None
-        value = Decimal(value)
-        if dialect.name == "sqlite":
-            return int(value.scaleb(2).to_integral_exact())
-        return value
+        cents = Decimal(value).scaleb(2)
+        if cents != cents.to_integral_value():
+            raise ValueError(f"{value} AUD is not a whole number of cents")
+        return int(cents)
 
     def process_result_value(self, value: Any, dialect: Any) -> Decimal | None:
-        if value is None:
-            return None
-        if dialect.name == "sqlite":
-            return Decimal(int(value)).scaleb(-2)
-        return Decimal(value).quantize(Decimal("0.01"))
+        return None if value is None else Decimal(int(value)).scaleb(-2)
 
-
-metadata = MetaData()
 
 SUMMARY_TABLE = "customer_purchase_summary"
 STAGING_TABLE = "customer_purchase_summary_staging"
 LEDGER_TABLE = "purchases_batch_ledger"
 
-summary_table = Table(
-    SUMMARY_TABLE,
-    metadata,
-    Column("customer_id", BigInteger, primary_key=True, autoincrement=False),
-    Column("full_name", String(TEXT_WIDTH)),
-    Column("email", String(TEXT_WIDTH)),
-    Column("total_spent_aud", Money, nullable=False),
-    Column("first_purchase_date", Date, nullable=False),
-    Column("last_purchase_date", Date, nullable=False),
-    Column("purchase_count", BigInteger, nullable=False),
-    Column("batch_id", BigInteger, nullable=False),
-    Column("updated_at", DateTime(timezone=False), nullable=False),
-    Index("idx_total_spent_desc", Column("total_spent_aud").desc()),
-)
+EXACT_VALUE_OF = "exact_value_of"
+"""Column.info key: this column holds the exact value of the named business column (it is
+loaded from that gold column, and the product reads it in that column's place)."""
 
-staging_table = Table(
-    STAGING_TABLE,
-    metadata,
-    Column("customer_id", BigInteger, nullable=False),
-    Column("full_name", String(TEXT_WIDTH)),
-    Column("email", String(TEXT_WIDTH)),
-    Column("total_spent_aud", Money, nullable=False),
-    Column("first_purchase_date", Date, nullable=False),
-    Column("last_purchase_date", Date, nullable=False),
-    Column("purchase_count", BigInteger, nullable=False),
-    Column("batch_id", BigInteger, nullable=False),
-    Column("load_date", DateTime(timezone=False), nullable=False),
-    Index("idx_staging_batch", "batch_id"),
-)
+CENTS_SUFFIX = "_cents"
 
-ledger_table = Table(
-    LEDGER_TABLE,
-    metadata,
-    Column("batch_id", BigInteger, primary_key=True, autoincrement=False),
-    Column("run_id", String(64), nullable=False),
-    Column("ingestion_date", Date, nullable=False),
-    Column("customers", Integer, nullable=False),
-    Column("applied_at", DateTime(timezone=False), nullable=False),
-)
+
+@dataclass(frozen=True)
+class ServingTables:
+    """The serving tables (DESIGN §5) as one kind of database holds them."""
+
+    metadata: MetaData
+    summary: Table
+    staging: Table
+    ledger: Table
+
+    @staticmethod
+    def written(table: Table) -> list[Column]:
+        """The columns a load or an upsert writes: all but those the database computes."""
+        return [c for c in table.c if c.computed is None]
+
+    @staticmethod
+    def source(column: Column) -> str:
+        """The gold column a written column takes its value from."""
+        return column.info.get(EXACT_VALUE_OF, column.name)
+
+    @staticmethod
+    def exact(table: Table, name: str) -> Column:
+        """The column holding business column `name` exactly (its cents twin, if it has one)."""
+        return next((c for c in table.c if c.info.get(EXACT_VALUE_OF) == name), table.c[name])
+
+
+def _money_columns(*, cents: bool) -> list[Column]:
+    if not cents:
+        return [Column("total_spent_aud", Money, nullable=False)]
+    # The database derives the AUD column from the cents, so the two can never disagree and no
+    # float is ever computed in Python; VIRTUAL, because SQLite can add only those in place.
+    return [
+        Column("total_spent_aud" + CENTS_SUFFIX, Cents, nullable=False,
+               info={EXACT_VALUE_OF: "total_spent_aud"}),
+        Column("total_spent_aud", REAL, Computed("total_spent_aud_cents / 100.0", persisted=False),
+               nullable=False),
+    ]
+
+
+def _serving_tables(*, cents: bool) -> ServingTables:
+    md = MetaData()
+    summary = Table(
+        SUMMARY_TABLE,
+        md,
+        Column("customer_id", BigInteger, primary_key=True, autoincrement=False),
+        Column("full_name", String(TEXT_WIDTH)),
+        Column("email", String(TEXT_WIDTH)),
+        *_money_columns(cents=cents),
+        Column("first_purchase_date", Date, nullable=False),
+        Column("last_purchase_date", Date, nullable=False),
+        Column("purchase_count", BigInteger, nullable=False),
+        Column("batch_id", BigInteger, nullable=False),
+        Column("updated_at", DateTime(timezone=False), nullable=False),
+        Index("idx_total_spent_desc", Column("total_spent_aud").desc()),
+    )
+    staging = Table(
+        STAGING_TABLE,
+        md,
+        Column("customer_id", BigInteger, nullable=False),
+        Column("full_name", String(TEXT_WIDTH)),
+        Column("email", String(TEXT_WIDTH)),
+        *_money_columns(cents=cents),
+        Column("first_purchase_date", Date, nullable=False),
+        Column("last_purchase_date", Date, nullable=False),
+        Column("purchase_count", BigInteger, nullable=False),
+        Column("batch_id", BigInteger, nullable=False),
+        Column("load_date", DateTime(timezone=False), nullable=False),
+        Index("idx_staging_batch", "batch_id"),
+    )
+    ledger = Table(
+        LEDGER_TABLE,
+        md,
+        Column("batch_id", BigInteger, primary_key=True, autoincrement=False),
+        Column("run_id", String(64), nullable=False),
+        Column("ingestion_date", Date, nullable=False),
+        Column("customers", Integer, nullable=False),
+        Column("applied_at", DateTime(timezone=False), nullable=False),
+    )
+    return ServingTables(md, summary, staging, ledger)
+
+
+_SERVER_TABLES = _serving_tables(cents=False)
+_SQLITE_TABLES = _serving_tables(cents=True)
+
+
+def serving_tables(dialect_name: str) -> ServingTables:
+    """The serving tables of a database of this SQLAlchemy dialect.
+
+    Money is DECIMAL(18,2) on PostgreSQL and MySQL/MariaDB. SQLite has no exact decimal type
+    (NUMERIC would store an 8-byte float), so there `total_spent_aud_cents` (INTEGER) holds
+    the exact amount, which is what the product loads and reads back as a Decimal, and
+    `total_spent_aud` is a REAL the database computes from it, for raw readers (sqlite3, BI
+    tools, pandas): the business query returns the AUD amount, e.g. 53111.89, and sorts
+    numerically. It is exact for raw readers too below 10^13 AUD: such an amount has at most
+    15 significant digits, which an IEEE double (cents / 100.0, correctly rounded) round-trips;
+    and rounding is monotonic, so ORDER BY total_spent_aud never inverts two amounts.
+    """
+    return _SQLITE_TABLES if dialect_name == "sqlite" else _SERVER_TABLES
+
+
+# The tables as a database server (PostgreSQL, MySQL/MariaDB) holds them; code that may meet
+# SQLite asks serving_tables(dialect) instead.
+metadata = _SERVER_TABLES.metadata
+summary_table = _SERVER_TABLES.summary
+staging_table = _SERVER_TABLES.staging
+ledger_table = _SERVER_TABLES.ledger
 
 SERVING_COLUMNS: tuple[str, ...] = (
     "customer_id",

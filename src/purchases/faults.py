@@ -4,10 +4,15 @@
 `PURCHASES_FAULT=<point>:<n>` at the n-th time (e.g. `mid_publication:3`, the third move), so
 points inside loops can be hit at every position. The death is `os._exit(137)`: no `finally`,
 no flush, no atexit, exactly what a `kill -9` or a lost machine leaves behind.
+
+`PURCHASES_IO_FAULT` makes the lake's own writes (storage.Lake: writing a file, copying one in,
+creating a folder, moving, deleting) fail with the OSError a sick file system gives, so tests
+can fill the disk or make the lake read-only without root (see io_fault).
 """
 
 from __future__ import annotations
 
+import errno
 import os
 from collections import Counter
 
@@ -57,3 +62,54 @@ def fault_point(name: str) -> None:
     _hits[name] += 1
     if _hits[name] == (int(nth) if nth else 1):
         os._exit(KILLED_EXIT_CODE)
+
+
+IO_FAULT_ENV = "PURCHASES_IO_FAULT"
+
+IO_FAULTS: dict[str, tuple[int, frozenset[str]]] = {
+    # A full disk refuses new bytes and new folders; renames and deletes still work there.
+    "enospc": (errno.ENOSPC, frozenset({"write", "mkdir"})),
+    # A read-only lake (or one we may not write) refuses every change.
+    "erofs": (errno.EROFS, frozenset({"write", "mkdir", "move", "remove"})),
+    "eacces": (errno.EACCES, frozenset({"write", "mkdir", "move", "remove"})),
+}
+"""Fault kind -> (errno raised, lake operations it hits)."""
+
+_io_hits = 0
+
+
+def io_fault(op: str, rel: str) -> None:
+    """Raise OSError as a full disk or a read-only lake would, when PURCHASES_IO_FAULT says so.
+
+    Called by storage.Lake before each change it makes to the lake; `op` is one of write
+    (a file written or copied in), mkdir, move, remove; `rel` the lake-relative target path.
+
+    `PURCHASES_IO_FAULT=<kind>`: every operation the kind hits fails (kinds: IO_FAULTS).
+    `<kind>:<n>`: the n-th such operation of the process and every later one fail (a disk
+    that filled up stays full). `<kind>:<path prefix>`: only those whose target starts with
+    the prefix fail (e.g. `enospc:_state/commits/`, the commit record).
+    """
+    wanted = os.environ.get(IO_FAULT_ENV)
+    if not wanted:
+        return
+    kind, _, where = wanted.partition(":")
+    if kind not in IO_FAULTS:
+        raise ValueError(f"{IO_FAULT_ENV}={wanted!r}: kind must be one of {', '.join(IO_FAULTS)}")
+    code, ops = IO_FAULTS[kind]
+    if op not in ops:
+        return
+    global _io_hits
+    _io_hits += 1
+    if where.isdigit():
+        if _io_hits < int(where):
+            return
+    elif where and not rel.startswith(where):
+        return
+    raise OSError(code, os.strerror(code), rel)
+
+
+def reset_io_faults() -> None:
+    """Forget how many lake operations were counted (for tests that run several in-process
+    runs, each expecting `PURCHASES_IO_FAULT=<kind>:<n>` to count from its own start)."""
+    global _io_hits
+    _io_hits = 0

@@ -11,7 +11,13 @@ Inputs: batch_silver (silver rows accepted by this batch), customer_state (state
 
 from __future__ import annotations
 
-from purchases.contract import AUD_TYPE, CUSTOMER_STATE_COLUMNS, GOLD_COLUMNS, TEXT_WIDTH
+from purchases.contract import (
+    AUD_TYPE,
+    CONTROL_CHARACTERS,
+    CUSTOMER_STATE_COLUMNS,
+    GOLD_COLUMNS,
+    TEXT_WIDTH,
+)
 
 
 def _latest(value: str, source: str, date_col: str, id_col: str) -> str:
@@ -22,7 +28,7 @@ FROM (
   SELECT customer_id, {value}, {date_col}, {id_col},
     ROW_NUMBER() OVER (PARTITION BY customer_id ORDER BY {date_col} DESC, {id_col} DESC) AS rn
   FROM {source} WHERE {value} IS NOT NULL
-) ranked WHERE rn = 1"""
+) ranked WHERE rn = 1"""  # nosec B608  # internal names only
 
 
 def changed_customers_sql(batch_silver: str, customer_state: str, *, batch_id: int) -> str:
@@ -33,7 +39,7 @@ def changed_customers_sql(batch_silver: str, customer_state: str, *, batch_id: i
   UNION ALL
   SELECT s.customer_id, s.{attr}, s.{attr}_date AS d, s.{attr}_purchase_id AS p
   FROM {customer_state} s JOIN batch_customers b ON b.customer_id = s.customer_id
-)"""
+)"""  # nosec B608  # internal names only
         for attr in ("full_name", "email")
     }
     return f"""
@@ -65,20 +71,28 @@ SELECT
 FROM batch_customers b
 LEFT JOIN {customer_state} s ON s.customer_id = b.customer_id
 LEFT JOIN latest_name n ON n.customer_id = b.customer_id
-LEFT JOIN latest_email e ON e.customer_id = b.customer_id"""
+LEFT JOIN latest_email e ON e.customer_id = b.customer_id"""  # nosec B608  # internal names only
+
+
+def _servable(col: str) -> str:
+    """`col` as every serving database stores it: without control characters (PostgreSQL
+    refuses NUL; silver of a lake written before standardisation removed them may hold some),
+    cut to the serving columns' width, NULL if nothing is left."""
+    stripped = f"REGEXP_REPLACE({col}, '{CONTROL_CHARACTERS}', '', 'g')"
+    return f"NULLIF(SUBSTR({stripped}, 1, {TEXT_WIDTH}), '')"
 
 
 def gold_sql(changed: str) -> str:
     """The gold change set: the customer summary columns of the changed customers.
 
-    full_name and email are cut to the serving columns' width (VARCHAR(255), as in the seed
-    DDL) here, so one overlong name can never block a load; the customer state keeps them whole.
+    full_name and email are made servable here (control characters removed, cut to
+    VARCHAR(255) as in the seed DDL), so no name can ever block a load; the customer state
+    keeps them as silver has them.
     """
     cols = [
-        f"SUBSTR({c}, 1, {TEXT_WIDTH}) AS {c}" if c in ("full_name", "email") else c
-        for c in GOLD_COLUMNS
+        f"{_servable(c)} AS {c}" if c in ("full_name", "email") else c for c in GOLD_COLUMNS
     ]
-    return f"SELECT {', '.join(cols)} FROM {changed}"
+    return f"SELECT {', '.join(cols)} FROM {changed}"  # nosec B608  # internal names only
 
 
 def next_state_sql(customer_state: str, changed: str) -> str:
@@ -88,4 +102,4 @@ def next_state_sql(customer_state: str, changed: str) -> str:
 SELECT {cols} FROM {customer_state} s
 WHERE NOT EXISTS (SELECT 1 FROM {changed} c WHERE c.customer_id = s.customer_id)
 UNION ALL
-SELECT {cols} FROM {changed}"""
+SELECT {cols} FROM {changed}"""  # nosec B608  # internal names only

@@ -7,31 +7,33 @@ or on an error no Retry matches, is caught to the failure state: the run is reco
 failed with the step, error class and message, and RunFailed is raised.
 
 Resuming needs no special path: every run first rolls forward or discards what a dead run
-left (catalog.recover), and every step is idempotent, so the next run ends where a run that
+left (commit_log.recover), and every step is idempotent, so the next run ends where a run that
 never failed would have.
+
+`reprocess_pipeline` runs the same loop over REPROCESS_PIPELINE, whose first step re-validates
+quarantined rows instead of reading bronze (`purchases reprocess`).
 """
 
 from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
 from filelock import FileLock, Timeout
-from tenacity import RetryError, Retrying, retry_if_exception, stop_after_attempt
 
-from purchases import catalog, history
+from purchases import commit_log, history
 from purchases.config import Settings
-from purchases.errors import PurchasesError, TransientError
+from purchases.errors import ConfigError, PurchasesError
 from purchases.faults import fault_point
 from purchases.history import RunRecord, StepRun
-from purchases.pipeline import PIPELINE, TRANSIENT, Task, error_matches, step_input
-from purchases.steps import STEP_FUNCTIONS, RunContext, StepResult
+from purchases.pipeline import PIPELINE, Task
+from purchases.step_runner import error_names, finish, new_record, run_step
+from purchases.steps import REPROCESS_STEP, RunContext, Selection
 from purchases.storage import Lake, parse_bronze_path
 
 
@@ -43,12 +45,24 @@ class RunFailed(PurchasesError):
     """A step failed for good; the record says which and why."""
 
     def __init__(self, record: RunRecord) -> None:
+        # A reprocess batch that never committed is discarded by the next run, not resumed;
+        # reprocessing again finishes whatever did commit and re-selects what is still there.
+        again = ("then run `purchases reprocess` again" if record.trigger == REPROCESS_TRIGGER
+                 else "then `purchases run` resumes where it stopped")
         super().__init__(
             f"run {record.run_id} failed in step {record.failed_step}: "
-            f"{record.error_class}: {record.error} "
-            "(fix the cause, then `purchases run` resumes where it stopped)"
+            f"{record.error_class}: {record.error} (fix the cause, {again})"
         )
         self.record = record
+
+
+REPROCESS_TRIGGER = "reprocess"
+
+REPROCESS_PIPELINE: tuple[Task, ...] = (
+    Task(REPROCESS_STEP, "glue", ("reasons", "ingestion_date")),
+    *PIPELINE[1:],
+)
+"""`purchases reprocess`: the pipeline with its first step reading quarantine, not bronze."""
 
 
 def new_run_id() -> str:
@@ -57,8 +71,25 @@ def new_run_id() -> str:
 
 
 def lock_path(settings: Settings) -> Path:
-    settings.home.mkdir(parents=True, exist_ok=True)
-    return settings.home / "run.lock"
+    """The home's run-lock file, created if needed.
+
+    Raises:
+        ConfigError: the home is not a folder this process can write. Checked up front,
+            since filelock takes "cannot open the lock file" for "held" and would wait forever.
+    """
+    home = settings.home
+    fix = "set --home or PURCHASES_HOME to a folder you can write"
+    if home.exists() and not home.is_dir():
+        raise ConfigError(f"home {home} is a file, not a folder: {fix}")
+    path = home / "run.lock"
+    try:
+        home.mkdir(parents=True, exist_ok=True)
+        with open(path, "a"):
+            pass
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise ConfigError(f"home {home} is not a writable folder ({reason}): {fix}") from None
+    return path
 
 
 @contextmanager
@@ -129,15 +160,62 @@ def run_locked(
 ) -> RunRecord:
     """run_pipeline's body, for callers already holding writer_lock (the triggers)."""
     lake = Lake(settings.lake_uri)
-    interrupted = _close_interrupted(lake)
-    record = RunRecord(
-        run_id=new_run_id(),
-        trigger=trigger,
-        started_at=_now(),
-        steps=[StepRun(t.name) for t in PIPELINE],
-        input=run_input(only_files, lake),
+    return _execute(
+        settings, lake, PIPELINE, trigger=trigger, run_in=run_input(only_files, lake),
         requested_files=list(only_files) if only_files is not None else None,
+        only_files=only_files, on_step=on_step, sleep=sleep,
     )
+
+
+def reprocess_pipeline(
+    settings: Settings,
+    reasons: Sequence[str] = (),
+    day: date | None = None,
+    *,
+    wait: bool = True,
+    on_step: Callable[[Task, StepRun], None] | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> RunRecord:
+    """Re-validate quarantined rows (those with one of `reasons`, default every reason whose
+    rows have fields; landed on `day`, default any) as a new batch under the current rules
+    and FX table, then carry the newly accepted purchases to gold and the serving table.
+
+    Runs like run_pipeline (same lock, recovery, retries, history, commit protocol) with
+    trigger "reprocess"; its first step is quarantine_to_silver instead of bronze_to_silver.
+
+    Raises:
+        InputError: a reason that is not a code, or that names rows without fields.
+        RunBusy: another run is active and wait is False.
+        RunFailed: a step failed permanently or ran out of retries (recorded in history).
+    """
+    selection = Selection(tuple(reasons), day)
+    with writer_lock(settings, wait=wait):
+        lake = Lake(settings.lake_uri)
+        run_in = run_input(None, lake) | {
+            "reasons": [str(r) for r in selection.reasons],
+            "ingestion_date": day.isoformat() if day else None,
+        }
+        return _execute(settings, lake, REPROCESS_PIPELINE, trigger=REPROCESS_TRIGGER,
+                        run_in=run_in, selection=selection, on_step=on_step, sleep=sleep)
+
+
+def _execute(
+    settings: Settings,
+    lake: Lake,
+    tasks: tuple[Task, ...],
+    *,
+    trigger: str,
+    run_in: dict[str, Any],
+    requested_files: list[str] | None = None,
+    only_files: list[str] | None = None,
+    selection: Selection | None = None,
+    on_step: Callable[[Task, StepRun], None] | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> RunRecord:
+    """One run of `tasks` under the lock the caller holds: record, recover, run each step."""
+    interrupted = _close_interrupted(lake)
+    record = new_record(new_run_id(), tasks, trigger=trigger, run_input=run_in,
+                        requested_files=requested_files)
     history.mark_running(lake, record.run_id)
     history.save(lake, record)
     started = time.perf_counter()
@@ -154,91 +232,27 @@ def run_locked(
     if record.recovered:
         history.save(lake, record)
     fault_point("after_run_start")
-    ctx = RunContext(settings, lake, record.run_id, only_files)
-    for task, step in zip(PIPELINE, record.steps, strict=True):
-        step.status, step.started_at = "running", _now()
-        step.parameters = step_input(task, record.input)
-        if on_step:
-            on_step(task, step)
-        step_started = time.perf_counter()
+    ctx = RunContext(settings, lake, record.run_id, only_files, selection=selection)
+    for task in tasks:
         try:
-            result = _attempt(task, ctx, step, sleep)
+            run_step(task, ctx, record, sleep=sleep, on_step=on_step)
         except Exception as exc:  # noqa: BLE001 - the Catch: every error ends the run recorded
-            step.seconds = round(time.perf_counter() - step_started, 3)
-            step.status = "failed"
-            step.error_class, step.error = type(exc).__name__, str(exc)
-            record.status, record.failed_step = "failed", task.name
-            record.error_class, record.error = step.error_class, step.error
-            for later in record.steps:
-                if later.status == "pending":
-                    later.status = "skipped"
-            _finish(lake, record, started)
-            if on_step:
-                on_step(task, step)
             raise RunFailed(record) from exc
-        step.seconds = round(time.perf_counter() - step_started, 3)
-        step.status, step.counts = "succeeded", result.counts
-        if result.files:
-            record.files = [asdict(f) | {"file_id": f.file_id} for f in result.files]
-            step.counts = {**result.counts, "rejected_by_reason": record.rejected_by_reason()}
-        history.save(lake, record)
-        if on_step:
-            on_step(task, step)
-    record.status = "succeeded"
-    _finish(lake, record, started)
+    _finish(lake, record, started, "succeeded")
     return record
 
 
-def error_names(exc: BaseException) -> tuple[str, ...]:
-    """The ASL error names an exception answers to: its class name, plus TRANSIENT when it is
-    worth retrying (the product's TransientError, a dropped connection, a timeout)."""
-    names = [type(exc).__name__]
-    if isinstance(exc, TransientError | ConnectionError | TimeoutError):
-        names.append(TRANSIENT)
-    return tuple(names)
-
-
-def _attempt(task: Task, ctx: RunContext, step: StepRun, sleep) -> StepResult:
-    """Run one step, retrying the errors its Retry names, waiting as the Retry says."""
-    policy = task.retry
-    retrying = Retrying(
-        retry=retry_if_exception(lambda e: error_matches(policy.error_equals, error_names(e))),
-        stop=stop_after_attempt(policy.max_attempts + 1),
-        wait=lambda state: policy.delay(state.attempt_number),
-        sleep=sleep,
-        reraise=False,
-    )
-    try:
-        for attempt in retrying:
-            with attempt:
-                step.attempts = attempt.retry_state.attempt_number
-                return STEP_FUNCTIONS[task.name](ctx)
-    except RetryError as exc:
-        last = exc.last_attempt.exception()
-        raise TransientError(
-            f"gave up after {step.attempts} attempts: {type(last).__name__}: {last}"
-        ) from last
-    raise AssertionError("unreachable")  # pragma: no cover
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds")
-
-
-def _finish(lake: Lake, record: RunRecord, started: float) -> None:
-    record.finished_at = _now()
-    record.seconds = round(time.perf_counter() - started, 3)
-    history.save(lake, record)
-    history.clear_running(lake, record.run_id)
+def _finish(lake: Lake, record: RunRecord, started: float, status: str | None = None) -> None:
+    finish(lake, record, status, seconds=time.perf_counter() - started)
 
 
 def _recover(lake: Lake, interrupted: list[str]) -> dict[str, list[Any]]:
     """Repair what dead runs left: roll committed batches forward, discard uncommitted
     staging. Returns what was done (with the runs found dead), for the run record."""
-    commits = catalog.load_commits(lake)
-    staged = set(lake.list_children(catalog.RUNS_STAGING_DIR))
+    commits = commit_log.load_commits(lake)
+    staged = set(lake.list_children(commit_log.RUNS_STAGING_DIR))
     finished = [c.batch_id for c in commits if c.run_id in staged]
-    discarded = catalog.recover(lake, commits)
+    discarded = commit_log.recover(lake, commits)
     found = {"interrupted_runs": interrupted, "published_batches": finished,
              "discarded_runs": discarded}
     return {k: v for k, v in found.items() if v}
@@ -262,6 +276,6 @@ def _close_interrupted(lake: Lake) -> list[str]:
 
 
 __all__ = [
-    "RunBusy", "RunFailed", "error_names", "lock_path", "new_run_id", "run_input",
-    "run_locked", "run_pipeline", "writer_lock",
+    "REPROCESS_PIPELINE", "RunBusy", "RunFailed", "error_names", "lock_path", "new_run_id",
+    "reprocess_pipeline", "run_input", "run_locked", "run_pipeline", "writer_lock",
 ]

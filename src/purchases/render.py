@@ -1,17 +1,30 @@
-"""Rendering rows for people (Rich tables) and for scripts (CSV, JSON with exact decimals)."""
+"""Rendering rows for people (Rich tables) and for scripts (CSV, JSON with exact decimals).
+
+Everything shown comes from data (names, file names, raw lines, SQL results, error messages)
+and is shown literally: never parsed as Rich markup (a name "[/]" would crash the table, a
+"[bold]" would vanish) and never allowed to drive the terminal. Rich's Text drops only BEL, BS,
+VT, FF and CR and passes ESC and NUL through, so a raw field "\\x1b[2J" would clear the screen;
+`literal` makes every control character a visible escape instead.
+"""
 
 from __future__ import annotations
 
 import csv
 import io
 import json
-from datetime import date, datetime
+import logging
+import math
+from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 from enum import StrEnum
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
+
+# C0 controls, DEL and C1 controls (0x9b is a one-byte CSI on some terminals): shown as \xNN.
+_CONTROLS = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F, *range(0x80, 0xA0))}
 
 
 class OutputFormat(StrEnum):
@@ -20,13 +33,66 @@ class OutputFormat(StrEnum):
     json = "json"
 
 
+def literal(value: object) -> str:
+    """str(value) with every terminal control character replaced by a visible \\xNN escape."""
+    return str(value).translate(_CONTROLS)
+
+
+def one_line(message: object) -> str:
+    """An error message as one literal line: line breaks become spaces, controls escapes."""
+    return literal(" ".join(str(message).split()))
+
+
+def text(value: object, style: str = "") -> Text:
+    """A Rich Text showing value literally (no markup, no emoji codes, no controls)."""
+    return Text(literal(value), style=style)
+
+
+def say(console: Console, line: object, style: str = "") -> None:
+    """Print one literal line; long lines are left to the terminal to wrap (greppable)."""
+    console.print(text(line, style), soft_wrap=True, highlight=False)
+
+
+class LiteralFormatter(logging.Formatter):
+    """A log formatter that shows file names and messages literally (see `literal`)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return literal(super().format(record))
+
+
+def _json_default(value: Any) -> Any:
+    # Nested values (DuckDB LIST/STRUCT/MAP) reach json.dumps' default hook.
+    converted = scalar(value)
+    return converted if converted is not value else str(value)
+
+
 def scalar(value: Any) -> Any:
-    """A JSON/CSV-safe value: decimals as exact strings ("150.00"), dates as ISO strings."""
+    """A JSON/CSV-safe value: decimals as exact strings ("150.00"), dates as ISO strings.
+
+    BLOBs as lowercase hex (two characters per byte: readable, unambiguous and
+    `bytes.fromhex` gives the bytes back; base64 would be shorter, but no BLOB in this
+    product is large); NaN and infinities as strings, since JSON has no literal for them.
+    """
     if isinstance(value, Decimal):
         return format(value, "f")
-    if isinstance(value, datetime | date):
+    if isinstance(value, datetime | date | time):
         return value.isoformat()
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value).hex()
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, timedelta):
+        return str(value)
     return value
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    value = scalar(value)
+    if isinstance(value, list | dict | tuple):
+        return json.dumps(value, default=_json_default, ensure_ascii=False)
+    return str(value)
 
 
 def render_rows(
@@ -37,22 +103,66 @@ def render_rows(
     *,
     title: str | None = None,
 ) -> None:
+    """Print rows as a table (people), CSV or JSON (scripts).
+
+    JSON escapes control characters itself; CSV keeps values byte-exact for a pipe or a
+    file, and escapes controls only when written to a terminal (as `ls` does).
+    """
     if fmt is OutputFormat.json:
         payload = [{c: scalar(r.get(c)) for c in columns} for r in rows]
-        console.file.write(json.dumps(payload, ensure_ascii=False) + "\n")
+        console.file.write(json.dumps(payload, ensure_ascii=False, default=_json_default) + "\n")
         return
     if fmt is OutputFormat.csv:
+        shown = literal if console.is_terminal else str
         buf = io.StringIO()
         writer = csv.writer(buf, lineterminator="\n")
-        writer.writerow(columns)
+        writer.writerow([shown(c) for c in columns])
         for r in rows:
-            writer.writerow(["" if r.get(c) is None else scalar(r.get(c)) for c in columns])
+            writer.writerow([shown(_cell(r.get(c))) for c in columns])
         console.file.write(buf.getvalue())
         return
-    table = Table(title=title, show_lines=False)
-    for c in columns:
-        numeric = rows and isinstance(rows[0].get(c), int | Decimal)
-        table.add_column(c, justify="right" if numeric else "left")
-    for r in rows:
-        table.add_row(*("" if r.get(c) is None else str(scalar(r.get(c))) for c in columns))
+    cells = [[text(_cell(r.get(c))) for c in columns] for r in rows]
+    heads = [text(c) for c in columns]
+    numeric = [bool(rows) and isinstance(rows[0].get(c), int | Decimal) for c in columns]
+    if rows and _needed_width(cells, heads, numeric) > console.width:
+        _render_records(console, cells, heads, title)
+        return
+    # fold, not the default ellipsis: should a value still not fit, it wraps; never hidden.
+    table = Table(title=text(title) if title is not None else None, show_lines=False)
+    for h, is_number in zip(heads, numeric, strict=True):
+        table.add_column(h, justify="right" if is_number else "left", overflow="fold")
+    for row in cells:
+        table.add_row(*row)
     console.print(table)
+
+
+def _needed_width(cells: list[list[Text]], heads: list[Text], numeric: list[bool]) -> int:
+    """Width a table needs so that no number folds: Rich narrows the widest columns first,
+    so numbers keep their width while text columns still get 10 cells (headers may fold)."""
+    need = 3 * len(heads) + 1
+    for i, head in enumerate(heads):
+        widest = max((row[i].cell_len for row in cells), default=0)
+        need += widest if numeric[i] else min(max(widest, head.cell_len), 10)
+    return need
+
+
+def _render_records(
+    console: Console, cells: list[list[Text]], heads: list[Text], title: str | None
+) -> None:
+    """Rows too wide for the terminal, one block per row ("field  value"), like psql's \\x:
+    Rich would otherwise fold every column, numbers and amounts included, to a few chars."""
+    if title is not None:
+        console.print(text(title, "bold"), soft_wrap=True)
+    for n, row in enumerate(cells, 1):
+        block = Table(
+            show_header=False,
+            box=None,
+            title=text(f"-[ row {n} ]-"),
+            title_justify="left",
+            padding=(0, 1, 0, 0),
+        )
+        block.add_column(style="bold", no_wrap=True)
+        block.add_column(overflow="fold")
+        for head, value in zip(heads, row, strict=True):
+            block.add_row(head, value)
+        console.print(block)

@@ -4,13 +4,20 @@ One SQLAlchemy code path for SQLite, PostgreSQL and MySQL 8 / MariaDB; only the 
 the upsert statement are dialect-specific. A batch is applied in one transaction together
 with its ledger row, so applying it twice is a no-op, and a row only takes values from a
 batch newer than the one it already reflects. The schema is created and evolved by the
-Alembic revisions in `purchases.migrations`, applied on first use. Driver errors become
-TransientError (worth a retry: dropped connection, deadlock, lock wait, failover) or
-PermanentError, told apart by driver error code.
+Alembic revisions in `purchases.migrations`, applied on first use; the tables themselves, per
+dialect, come from `contract.serving_tables` (SQLite keeps money as integer cents beside a
+computed AUD column). Driver errors become TransientError (worth a retry: dropped connection,
+deadlock, lock wait, failover) or PermanentError, told apart by driver error code. A batch
+the database refuses for good is retried in small rolled-back transactions to name the first
+refused customer and field, and reported with the batches waiting behind it.
 
-Credentials: the password comes from the URL, else the file PURCHASES_DATABASE_PASSWORD_FILE
-names, else the environment variable PURCHASES_DATABASE_PASSWORD. Any URL this module shows
-goes through `masked_url`.
+Credentials: from the Secrets Manager secret PURCHASES_DATABASE_SECRET_ARN names when it is
+set (`purchases.secrets`); else the password comes from the URL, else the file
+PURCHASES_DATABASE_PASSWORD_FILE names, else the environment variable
+PURCHASES_DATABASE_PASSWORD. Any URL this module shows goes through `masked_url`.
+
+pyarrow is imported only by the staging load (the functions that read gold Parquet), so the
+upsert alone (the AWS Lambda) runs without it.
 """
 
 from __future__ import annotations
@@ -22,14 +29,12 @@ import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, date, datetime
+from decimal import Decimal
 from functools import cached_property
 from itertools import repeat
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-import pyarrow as pa
-import pyarrow.csv as pa_csv
-import pyarrow.parquet as pq
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
@@ -42,15 +47,16 @@ from purchases.contract import (
     SERVING_COLUMNS,
     STAGING_TABLE,
     TOP_CUSTOMERS_COLUMNS,
-    ledger_table,
-    staging_table,
-    summary_table,
+    ServingTables,
+    serving_tables,
 )
 from purchases.errors import ConfigError, PermanentError, TransientError
 from purchases.faults import fault_point
 
 if TYPE_CHECKING:
-    from purchases.catalog import Commit
+    import pyarrow as pa
+
+    from purchases.commit_log import Commit
     from purchases.config import Settings
     from purchases.storage import Lake
 
@@ -64,13 +70,15 @@ MYSQL_LOAD_DATA_LOCAL = True
 """Load MySQL/MariaDB staging with LOAD DATA LOCAL INFILE where the server allows it (about
 twice the rate of multi-row INSERT, see bench/serving.py); False: always multi-row INSERT."""
 
+REFUSAL_CHUNK = 1000
+"""Rows tried per rolled-back transaction while looking for the row a database refuses."""
+
 RETRY_ATTEMPTS = 4
 RETRY_WAIT_SECONDS = 0.25
 """Retries inside serving are short: they ride out a dropped connection or a deadlock; the
 orchestrator's step retries (longer waits) cover an outage."""
 
-STAGING_COLUMNS: tuple[str, ...] = tuple(staging_table.c.keys())
-_GOLD_STAGING_COLUMNS = tuple(c for c in STAGING_COLUMNS if c not in ("batch_id", "load_date"))
+_BATCH_COLUMNS = ("batch_id", "load_date")
 _MYSQL = ("mysql", "mariadb")
 
 T = TypeVar("T")
@@ -88,6 +96,33 @@ _DEFAULT_DRIVERS = {
 }
 
 
+# Backend -> (the one driver the product ships and tests for it, the extra that installs it).
+_SUPPORTED = {
+    "sqlite": ("pysqlite", None),
+    "postgresql": ("psycopg", "postgres"),
+    "mysql": ("pymysql", "mysql"),
+    "mariadb": ("pymysql", "mysql"),
+}
+_SUPPORTED_HINT = (
+    "supported: sqlite:///<file>, postgresql+psycopg://... (pip install 'purchases[postgres]'), "
+    "mysql+pymysql://... for MySQL 8 / MariaDB (pip install 'purchases[mysql]')"
+)
+
+
+def _check_supported(url: sa.URL) -> None:
+    """A backend or driver the product does not support is a setting to fix, said so."""
+    backend, _, driver = url.drivername.partition("+")
+    if backend not in _SUPPORTED:
+        raise ConfigError(
+            f"PURCHASES_DATABASE_URL: database {backend!r} is not supported; {_SUPPORTED_HINT}")
+    shipped, extra = _SUPPORTED[backend]
+    if driver and driver != shipped:
+        install = f" (pip install 'purchases[{extra}]')" if extra else ""
+        raise ConfigError(
+            f"PURCHASES_DATABASE_URL: driver {driver!r} is not supported for {backend}; use "
+            f"{backend}+{shipped}://...{install}")
+
+
 def masked_url(url: str | sa.URL) -> str:
     """The URL as it may be shown: password replaced by ***."""
     try:
@@ -97,12 +132,19 @@ def masked_url(url: str | sa.URL) -> str:
 
 
 def database_url(settings: Settings) -> sa.URL:
-    """The configured URL with its password resolved (URL, then password file, then env)."""
-    try:
-        url = make_url(settings.db_url)
-    except Exception:
-        raise ConfigError("PURCHASES_DATABASE_URL is not a valid SQLAlchemy URL") from None
+    """The configured URL with its password resolved (the Secrets Manager secret; else the
+    URL, then the password file, then the environment)."""
+    if settings.database_secret_arn:
+        from purchases import secrets  # boto3 only when a secret is configured
+
+        url = secrets.database_url(settings.database_secret_arn, settings.database_url)
+    else:
+        try:
+            url = make_url(settings.db_url)
+        except Exception:
+            raise ConfigError("PURCHASES_DATABASE_URL is not a valid SQLAlchemy URL") from None
     url = url.set(drivername=_DEFAULT_DRIVERS.get(url.drivername, url.drivername))
+    _check_supported(url)
     backend = url.get_backend_name()
     if url.password is None and backend != "sqlite":
         if settings.database_password_file:
@@ -134,7 +176,7 @@ def create_db_engine(settings: Settings) -> sa.Engine:
     try:
         engine = sa.create_engine(url, pool_pre_ping=True, connect_args=connect_args)
     except ModuleNotFoundError as exc:
-        extra = "mysql" if url.get_backend_name() in _MYSQL else url.get_backend_name()
+        extra = _SUPPORTED[url.get_backend_name()][1]
         raise ConfigError(
             f"no driver {exc.name!r} for {masked_url(url)}: "
             f"install it (pip install 'purchases[{extra}]')"
@@ -238,6 +280,7 @@ class ServingDatabase:
 
     def __init__(self, engine: sa.Engine) -> None:
         self.engine = engine
+        self.tables: ServingTables = serving_tables(engine.dialect.name)
         self._server_local_infile: bool | None = None
 
     @property
@@ -277,24 +320,31 @@ class ServingDatabase:
     def applied_batches(self) -> set[int]:
         """Batch ids in the ledger."""
         with self.engine.connect() as con:
-            return set(con.scalars(sa.select(ledger_table.c.batch_id)))
+            return set(con.scalars(sa.select(self.tables.ledger.c.batch_id)))
 
     def ledger(self) -> list[dict[str, Any]]:
         """Every ledger row, oldest batch first."""
         with self.engine.connect() as con:
-            rows = con.execute(sa.select(ledger_table).order_by(ledger_table.c.batch_id))
+            ledger = self.tables.ledger
+            rows = con.execute(sa.select(ledger).order_by(ledger.c.batch_id))
             return [dict(r._mapping) for r in rows]
 
     def staged_rows(self) -> int:
         """Rows waiting in staging (0 after every applied batch)."""
         with self.engine.connect() as con:
-            return int(con.scalar(sa.select(sa.func.count()).select_from(staging_table)) or 0)
+            query = sa.select(sa.func.count()).select_from(self.tables.staging)
+            return int(con.scalar(query) or 0)
 
     def top(self, n: int = 5) -> list[dict[str, Any]]:
         """The business query of DESIGN §5 (ties broken by customer_id for a stable order)."""
+        summary = self.tables.summary
+        # Sorted by the indexed column the business query names; where an exact twin holds the
+        # amount (SQLite cents) it breaks the ties the display column could round together.
+        order = dict.fromkeys([
+            summary.c.total_spent_aud, self.tables.exact(summary, "total_spent_aud")])
         query = (
-            sa.select(*(summary_table.c[c] for c in TOP_CUSTOMERS_COLUMNS))
-            .order_by(summary_table.c.total_spent_aud.desc(), summary_table.c.customer_id)
+            sa.select(*self._exact_columns(TOP_CUSTOMERS_COLUMNS))
+            .order_by(*(c.desc() for c in order), summary.c.customer_id)
             .limit(n)
         )
         with self.engine.connect() as con:
@@ -302,11 +352,16 @@ class ServingDatabase:
 
     def summary(self) -> list[dict[str, Any]]:
         """Every summary row, by customer_id (for checks and exports)."""
-        query = sa.select(*(summary_table.c[c] for c in SERVING_COLUMNS)).order_by(
-            summary_table.c.customer_id
+        query = sa.select(*self._exact_columns(SERVING_COLUMNS)).order_by(
+            self.tables.summary.c.customer_id
         )
         with self.engine.connect() as con:
             return [dict(r._mapping) for r in con.execute(query)]
+
+    def _exact_columns(self, names: tuple[str, ...]) -> list[Any]:
+        """Summary columns by name, money read from its exact column (a Decimal everywhere)."""
+        summary = self.tables.summary
+        return [self.tables.exact(summary, name).label(name) for name in names]
 
     # --- writes
 
@@ -317,10 +372,19 @@ class ServingDatabase:
         backend's bulk path: PostgreSQL COPY FROM STDIN; MySQL/MariaDB LOAD DATA LOCAL INFILE
         where the server allows it, else multi-row INSERT; SQLite executemany.
         """
-        from purchases.catalog import gold_files
+        from purchases.commit_log import gold_files, load_commits
 
         files = gold_files(commit)
-        return self._retrying(lambda: self._load_staging(lake, files, commit.batch_id))
+        try:
+            return self._retrying(lambda: self._load_staging(lake, files, commit.batch_id))
+        except PermanentError as exc:
+            if not _refused_by_database(exc, self.db_errors):
+                raise
+            applied = self.applied_batches()
+            waiting = sum(1 for c in load_commits(lake) if c.batch_id > commit.batch_id
+                          and c.batch_id not in applied and gold_files(c))
+            culprit = self._refused_staging_row(lake, files, commit.batch_id)
+            raise self._refusal(exc, commit.batch_id, "loading staging", waiting, culprit) from exc
 
     def apply_batch(self, commit: Commit) -> int:
         """Upsert a staged batch into the summary, once; returns customers written.
@@ -330,7 +394,14 @@ class ServingDatabase:
         already in the ledger (applied before, or committed just before the connection
         dropped) is a no-op.
         """
-        return self._retrying(lambda: self._apply_batch(commit))
+        try:
+            return self._retrying(lambda: self._apply_batch(commit))
+        except PermanentError as exc:
+            if not _refused_by_database(exc, self.db_errors):
+                raise
+            culprit = self._refused_summary_row(commit.batch_id)
+            waiting = self._staged_batches_after(commit.batch_id)
+            raise self._refusal(exc, commit.batch_id, "upserting", waiting, culprit) from exc
 
     def _retrying(self, work: Callable[[], T]) -> T:
         retrying = Retrying(
@@ -352,21 +423,25 @@ class ServingDatabase:
 
     def _load_staging(self, lake: Lake, files: list[str], batch_id: int) -> int:
         now = _utcnow()
+        staging = self.tables.staging
+        columns = self.tables.written(staging)
+        sources = [self.tables.source(c) for c in columns if c.name not in _BATCH_COLUMNS]
         infile = self.dialect in _MYSQL and self._local_infile_allowed()
         # LOCAL INFILE lets the server ask the client for a file: allowed only on a connection
         # of its own, opened for this load and closed after it.
         engine = self._infile_engine() if infile else self.engine
         try:
             with engine.begin() as con:
-                con.execute(staging_table.delete().where(staging_table.c.batch_id == batch_id))
+                con.execute(staging.delete().where(staging.c.batch_id == batch_id))
                 if self.dialect == "postgresql":
-                    return _copy_into_staging(con, _gold_batches(lake, files, batch_id, now))
+                    batches = _gold_batches(lake, files, sources, batch_id, now)
+                    return _copy_into_staging(con, batches, columns)
                 if infile:
                     # DATETIME keeps whole seconds; sub-second text would count as a warning.
-                    batches = _gold_batches(lake, files, batch_id, now, time_unit="s")
-                    return _load_data_local(con, batches)
+                    batches = _gold_batches(lake, files, sources, batch_id, now, time_unit="s")
+                    return _load_data_local(con, batches, columns)
                 return _insert_into_staging(
-                    con, _gold_batches(lake, files, None),
+                    con, _gold_batches(lake, files, sources, None), columns,
                     {"batch_id": batch_id, "load_date": now},
                 )
         finally:
@@ -391,6 +466,7 @@ class ServingDatabase:
     def _apply_batch(self, commit: Commit) -> int:
         batch_id = commit.batch_id
         now = _utcnow()
+        staging_table, ledger_table = self.tables.staging, self.tables.ledger
         try:
             with self.engine.begin() as con:
                 if self._in_ledger(con, batch_id):
@@ -424,10 +500,165 @@ class ServingDatabase:
         fault_point("after_upsert")
         return staged
 
-    @staticmethod
-    def _in_ledger(con: sa.Connection, batch_id: int) -> bool:
-        query = sa.select(ledger_table.c.batch_id).where(ledger_table.c.batch_id == batch_id)
+    def _in_ledger(self, con: sa.Connection, batch_id: int) -> bool:
+        ledger = self.tables.ledger
+        query = sa.select(ledger.c.batch_id).where(ledger.c.batch_id == batch_id)
         return con.scalar(query) is not None
+
+    # --- a batch the database refuses
+
+    def _refusal(
+        self, exc: PermanentError, batch_id: int, doing: str, waiting: int,
+        culprit: tuple[int, str, BaseException] | None,
+    ) -> PermanentError:
+        """The one-line report of a batch that cannot be applied: which row and field the
+        database refuses and why, what waits behind it, and the way out (README)."""
+        where = f"database refused batch {batch_id} while {doing}"
+        reason = str(exc)
+        fix = "the cause in the database"
+        if culprit is not None:
+            customer_id, field, cause = culprit
+            where += f", customer_id {customer_id}, field {field}"
+            reason = str(translate(cause, self.engine.url))
+            fix = f"the database's {field} column (type, constraint or trigger) to accept the value"
+        waits = "batch waits" if waiting == 1 else "batches wait"
+        return PermanentError(
+            f"{where}: {reason}; {waiting} later committed {waits} behind it. Fix {fix}, then "
+            "`purchases run` applies the batches in order (README: when the database refuses "
+            "a batch)"
+        )
+
+    def _staged_batches_after(self, batch_id: int) -> int:
+        staging = self.tables.staging
+        query = sa.select(sa.func.count(sa.distinct(staging.c.batch_id))).where(
+            staging.c.batch_id > batch_id)
+        try:
+            with self.engine.connect() as con:
+                return int(con.scalar(query) or 0)
+        except self.db_errors:
+            return 0
+
+    def _rejects(self, work: Callable[[sa.Connection], Any]) -> BaseException | None:
+        """Run `work` in a transaction that is always rolled back; the database error it
+        raised, if any."""
+        with self.engine.connect() as con:
+            tx = con.begin()
+            try:
+                work(con)
+            except self.db_errors as exc:
+                return exc
+            finally:
+                tx.rollback()
+        return None
+
+    def _first_refused(
+        self, items: list[Any], work: Callable[[sa.Connection, list[Any]], Any]
+    ) -> tuple[Any, BaseException] | None:
+        """The first of `items` the database refuses when `work` writes it (halving a failing
+        chunk until one item is left), with the error; None if it refuses none alone."""
+        for start in range(0, len(items), REFUSAL_CHUNK):
+            chunk = items[start:start + REFUSAL_CHUNK]
+            if self._rejects(lambda con, chunk=chunk: work(con, chunk)) is None:
+                continue
+            while len(chunk) > 1:
+                left = chunk[: len(chunk) // 2]
+                failed = self._rejects(lambda con, left=left: work(con, left)) is not None
+                chunk = left if failed else chunk[len(left):]
+            error = self._rejects(lambda con, chunk=chunk: work(con, chunk))
+            return (chunk[0], error) if error is not None else None
+        return None
+
+    def _refused_field(
+        self, columns: list[sa.Column], fails: Callable[[str, Any], bool]
+    ) -> str | None:
+        """The first column whose value, replaced by a harmless one, makes the row pass (None:
+        the refusal is not about one value, e.g. a dropped table)."""
+        for column in columns:
+            if not fails(column.name, _harmless(column)):
+                return ServingTables.source(column)
+        return None
+
+    def _refused_staging_row(
+        self, lake: Lake, files: list[str], batch_id: int
+    ) -> tuple[int, str, BaseException] | None:
+        """Re-insert the batch's gold rows in small rolled-back transactions (plain INSERT: the
+        bulk paths name no row) to find the first one staging refuses, and its field."""
+        staging = self.tables.staging
+        columns = self.tables.written(staging)
+        sources = [self.tables.source(c) for c in columns if c.name not in _BATCH_COLUMNS]
+        constants = {"batch_id": batch_id, "load_date": _utcnow()}
+
+        def insert(con: sa.Connection, rows: list[dict[str, Any]]) -> None:
+            con.execute(staging.insert(), rows)
+
+        try:
+            for table in _gold_batches(lake, files, sources, None):  # STAGING_CHUNK at a time
+                rows = [{c.name: constants[c.name] if c.name in constants
+                         else r[self.tables.source(c)] for c in columns}
+                        for r in table.to_pylist()]
+                found = self._first_refused(rows, insert)
+                if found is None:
+                    continue
+                row, error = found
+                field = self._refused_field(
+                    [c for c in columns if c.name not in ("customer_id", *_BATCH_COLUMNS)],
+                    lambda name, value, row=row: self._rejects(
+                        lambda con: insert(con, [{**row, name: value}])) is not None,
+                )
+                return (row["customer_id"], field, error) if field else None
+        except (*self.db_errors, PermanentError):  # the diagnosis is best effort
+            return None
+        return None
+
+    def _refused_summary_row(self, batch_id: int) -> tuple[int, str, BaseException] | None:
+        """Re-run the upsert for the batch's staged customers in small rolled-back transactions
+        to find the first one the summary refuses, and its field."""
+        staging = self.tables.staging
+        upsert = upsert_statement(self.engine.dialect, _utcnow(), by_customer=True)
+        ids_query = sa.select(staging.c.customer_id).where(
+            staging.c.batch_id == batch_id).order_by(staging.c.customer_id)
+
+        def apply(con: sa.Connection, ids: list[int]) -> None:
+            con.execute(upsert, {"batch_id": batch_id, "first": ids[0], "last": ids[-1]})
+
+        try:
+            with self.engine.connect() as con:
+                ids = list(con.scalars(ids_query))
+            found = self._first_refused(ids, apply)
+            if found is None:
+                return None
+            customer_id, error = found
+            row = (staging.c.batch_id == batch_id) & (staging.c.customer_id == customer_id)
+
+            def fails(name: str, value: Any) -> bool:
+                def work(con: sa.Connection) -> None:
+                    con.execute(staging.update().where(row).values({name: value}))
+                    apply(con, [customer_id])
+                return self._rejects(work) is not None
+
+            columns = [c for c in self.tables.written(staging)
+                       if c.name not in ("customer_id", *_BATCH_COLUMNS)]
+            field = self._refused_field(columns, fails)
+        except (*self.db_errors, PermanentError):  # the diagnosis is best effort
+            return None
+        return (customer_id, field, error) if field else None
+
+
+def _refused_by_database(exc: PermanentError, db_errors: tuple[type[BaseException], ...]) -> bool:
+    """Whether the database itself refused (a driver error, or LOAD DATA's warnings)."""
+    return isinstance(exc.__cause__, db_errors) or isinstance(exc, _LoadRefused)
+
+
+def _harmless(column: sa.Column) -> Any:
+    """A value any sane constraint accepts, to tell which field a refused row fails on."""
+    if column.nullable:
+        return None
+    python_type = column.type.python_type
+    if python_type is Decimal:
+        return Decimal("0.00")
+    if python_type in (date, datetime):
+        return python_type(2000, 1, 1)
+    return python_type()
 
 
 def _utcnow() -> datetime:
@@ -438,11 +669,14 @@ def _utcnow() -> datetime:
 
 
 def _gold_batches(
-    lake: Lake, files: list[str], batch_id: int | None, now: datetime | None = None, *,
-    time_unit: str = "us",
+    lake: Lake, files: list[str], sources: list[str], batch_id: int | None,
+    now: datetime | None = None, *, time_unit: str = "us",
 ) -> Iterator[pa.Table]:
-    """Gold rows as staging columns (STAGING_COLUMNS order), STAGING_CHUNK rows at a time;
+    """Gold columns `sources` (in staging column order), STAGING_CHUNK rows at a time;
     batch_id and load_date appended unless batch_id is None."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     for rel in files:
         with lake.open(rel) as fh:
             pf = pq.ParquetFile(fh)
@@ -450,7 +684,7 @@ def _gold_batches(
             if not pa.types.is_decimal(money):
                 # A float here would already have lost cents; refuse rather than load it.
                 raise PermanentError(f"{rel}: total_spent_aud is {money}, expected a decimal")
-            for batch in pf.iter_batches(batch_size=STAGING_CHUNK, columns=_GOLD_STAGING_COLUMNS):
+            for batch in pf.iter_batches(batch_size=STAGING_CHUNK, columns=sources):
                 n = batch.num_rows
                 if n and batch_id is None:
                     yield pa.Table.from_batches([batch])
@@ -468,19 +702,25 @@ def _csv_bytes(table: pa.Table, null: str) -> bytes:
     Arrow renders decimals and dates exactly ("1234.50", "2024-01-15"): money never passes
     through a float, nor through a Python object per value.
     """
+    import pyarrow as pa
+    import pyarrow.csv as pa_csv
+
     buf = pa.BufferOutputStream()
     pa_csv.write_csv(table, buf, pa_csv.WriteOptions(
         include_header=False, quoting_style="all_valid", null_string=null))
     return buf.getvalue().to_pybytes()
 
 
-def _copy_into_staging(con: sa.Connection, batches: Iterator[pa.Table]) -> int:
+def _copy_into_staging(
+    con: sa.Connection, batches: Iterator[pa.Table], columns: list[sa.Column]
+) -> int:
     """PostgreSQL: COPY ... FROM STDIN (psycopg 3) inside the caller's transaction."""
     from psycopg import sql
 
     # CSV: an unquoted empty field is NULL, a quoted one the empty string.
     statement = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv)").format(
-        sql.Identifier(STAGING_TABLE), sql.SQL(", ").join(map(sql.Identifier, STAGING_COLUMNS))
+        sql.Identifier(STAGING_TABLE),
+        sql.SQL(", ").join(sql.Identifier(c.name) for c in columns),
     )
     loaded = 0
     with con.connection.dbapi_connection.cursor() as cursor, cursor.copy(statement) as copy:
@@ -490,7 +730,13 @@ def _copy_into_staging(con: sa.Connection, batches: Iterator[pa.Table]) -> int:
     return loaded
 
 
-def _load_data_local(con: sa.Connection, batches: Iterator[pa.Table]) -> int:
+class _LoadRefused(PermanentError):
+    """LOAD DATA LOCAL passed rows with warnings (a value the column cannot hold)."""
+
+
+def _load_data_local(
+    con: sa.Connection, batches: Iterator[pa.Table], columns: list[sa.Column]
+) -> int:
     """MySQL/MariaDB: LOAD DATA LOCAL INFILE from a CSV spooled to a temporary file.
 
     The file grows with the batch; memory does not. LOCAL turns data errors into warnings
@@ -502,7 +748,7 @@ def _load_data_local(con: sa.Connection, batches: Iterator[pa.Table]) -> int:
     statement = (
         f"LOAD DATA LOCAL INFILE %s INTO TABLE {quote(STAGING_TABLE)} CHARACTER SET utf8mb4 "
         "FIELDS TERMINATED BY ',' OPTIONALLY ENCLOSED BY '\"' ESCAPED BY '' "
-        f"LINES TERMINATED BY '\\n' ({', '.join(map(quote, STAGING_COLUMNS))})"
+        f"LINES TERMINATED BY '\\n' ({', '.join(quote(c.name) for c in columns)})"
     )
     written = 0
     with tempfile.TemporaryDirectory(prefix="purchases-staging-") as tmp:
@@ -518,7 +764,7 @@ def _load_data_local(con: sa.Connection, batches: Iterator[pa.Table]) -> int:
             cursor.execute("SHOW WARNINGS LIMIT 1")
             warning = cursor.fetchone()
     if warning or loaded != written:
-        raise PermanentError(
+        raise _LoadRefused(
             f"LOAD DATA into {STAGING_TABLE}: {loaded} of {written} rows"
             + (f", {warning[0]} {warning[1]}: {warning[2]}" if warning else "")
         )
@@ -526,37 +772,38 @@ def _load_data_local(con: sa.Connection, batches: Iterator[pa.Table]) -> int:
 
 
 def _insert_into_staging(
-    con: sa.Connection, batches: Iterator[pa.Table], constants: dict[str, Any]
+    con: sa.Connection, batches: Iterator[pa.Table], columns: list[sa.Column],
+    constants: dict[str, Any],
 ) -> int:
     """SQLite, or MySQL without LOCAL INFILE: one executemany per chunk (PyMySQL rewrites it
-    into multi-row INSERT ... VALUES). `batches` hold the gold columns; `constants` the rest."""
+    into multi-row INSERT ... VALUES). `batches` hold the gold columns the staging `columns`
+    take their values from (ServingTables.source); `constants` the rest."""
     dialect = con.dialect
+    names = [c.name for c in columns]
     marker = {"qmark": "?", "format": "%s", "pyformat": "%s"}.get(dialect.paramstyle)
-    processors = {
-        c: staging_table.c[c].type.dialect_impl(dialect).bind_processor(dialect)
-        for c in STAGING_COLUMNS
-    }
+    processors = {c.name: c.type.dialect_impl(dialect).bind_processor(dialect) for c in columns}
     fixed = {c: processors[c](v) if processors[c] else v for c, v in constants.items()}
     if marker is None:  # pragma: no cover - every supported driver has one of the above
-        statement: Any = staging_table.insert()
+        statement: Any = columns[0].table.insert()
     else:
         quote = dialect.identifier_preparer.quote
         statement = (
-            f"INSERT INTO {quote(STAGING_TABLE)} ({', '.join(map(quote, STAGING_COLUMNS))}) "
-            f"VALUES ({', '.join([marker] * len(STAGING_COLUMNS))})"
+            # Bandit B608: names quoted by the dialect; values are bound
+            f"INSERT INTO {quote(STAGING_TABLE)} ({', '.join(map(quote, names))}) "
+            f"VALUES ({', '.join([marker] * len(names))})"  # nosec B608
         )
     loaded = 0
     for table in batches:
         # Bind processing as SQLAlchemy would do it (money to cents on SQLite, dates to text),
         # but column by column, each distinct value once, and without a dict per row.
-        columns = [
-            repeat(fixed[c], table.num_rows) if c in fixed
-            else _processed(processors[c], table.column(c).to_pylist())
-            for c in STAGING_COLUMNS
+        values = [
+            repeat(fixed[c.name], table.num_rows) if c.name in fixed
+            else _processed(processors[c.name], table.column(ServingTables.source(c)).to_pylist())
+            for c in columns
         ]
-        params = list(zip(*columns, strict=True))
+        params = list(zip(*values, strict=True))
         if marker is None:  # pragma: no cover
-            con.execute(statement, [dict(zip(STAGING_COLUMNS, r, strict=True)) for r in params])
+            con.execute(statement, [dict(zip(names, r, strict=True)) for r in params])
         else:
             con.exec_driver_sql(statement, params)
         loaded += len(params)
@@ -580,16 +827,21 @@ def mysql_row_alias(dialect: sa.Dialect) -> bool:
     return not getattr(dialect, "is_mariadb", False) and tuple(version) >= (8, 0, 19)
 
 
-def upsert_statement(dialect: sa.Dialect, now: datetime) -> Any:
+def upsert_statement(dialect: sa.Dialect, now: datetime, *, by_customer: bool = False) -> Any:
     """INSERT ... SELECT the staged rows of :batch_id into the summary, replacing a row only
-    with values from a newer batch than the one it reflects."""
-    cols = [*SERVING_COLUMNS, "batch_id"]
+    with values from a newer batch than the one it reflects; `by_customer` limits it to
+    customer_id :first..:last (to find a row the database refuses)."""
+    tables = serving_tables(dialect.name)
+    target, staging = tables.summary, tables.staging
+    cols = [c.name for c in tables.written(target) if c.name != "updated_at"]
     source = sa.select(
-        *(staging_table.c[c] for c in cols), sa.literal(now, sa.DateTime()).label("updated_at")
-    ).where(staging_table.c.batch_id == sa.bindparam("batch_id"))
+        *(staging.c[c] for c in cols), sa.literal(now, sa.DateTime()).label("updated_at")
+    ).where(staging.c.batch_id == sa.bindparam("batch_id"))
+    if by_customer:
+        source = source.where(
+            staging.c.customer_id.between(sa.bindparam("first"), sa.bindparam("last")))
     target_cols = [*cols, "updated_at"]
     updated = [c for c in target_cols if c != "customer_id"]
-    target = summary_table
     name = dialect.name
     if name in ("sqlite", "postgresql"):
         if name == "sqlite":

@@ -15,10 +15,12 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
-from purchases import bronze, catalog, gold, serving, silver
-from purchases.catalog import (
+from purchases import bronze, commit_log, gold, reprocess, serving, silver
+from purchases.aws import glue_catalog
+from purchases.commit_log import (
     CUSTOMERS_DIR,
     PURCHASE_KEYS_DIR,
+    REPROCESS_PREFIX,
     RUNS_STAGING_DIR,
     Commit,
     FileOutcome,
@@ -28,13 +30,41 @@ from purchases.contract import (
     CUSTOMER_STATE_COLUMNS,
     FX_COLUMNS,
     PURCHASE_KEY_COLUMNS,
+    QUARANTINE_COLUMNS,
     SILVER_COLUMNS,
+    Reason,
 )
 from purchases.engines import Engine, open_engine
-from purchases.errors import PermanentError
+from purchases.errors import InputError, PermanentError
 from purchases.faults import fault_point
 from purchases.fx import load_fx_rates
 from purchases.storage import BronzeObject, Lake
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Which quarantined rows `purchases reprocess` re-validates: those with one of `reasons`
+    (default: every reason whose rows hold parsed fields), landed on `day` (default: any).
+
+    Raises:
+        InputError: a reason is not a reason code, or names rows without fields.
+    """
+
+    reasons: tuple[str, ...] = tuple(reprocess.SELECTABLE)
+    day: date | None = None
+
+    def __post_init__(self) -> None:
+        valid = ", ".join(reprocess.SELECTABLE)
+        for r in self.reasons:
+            if r in reprocess.UNSELECTABLE:
+                raise InputError(
+                    f"reason {r} cannot be reprocessed: those rows have no fields to "
+                    "re-validate (fix the file and land it again)"
+                )
+            if r not in set(Reason):
+                raise InputError(f"reason {r!r} is not a reason code; valid: {valid}")
+        object.__setattr__(self, "reasons", tuple(dict.fromkeys(self.reasons)) or
+                           tuple(reprocess.SELECTABLE))
 
 
 @dataclass
@@ -46,6 +76,7 @@ class RunContext:
     run_id: str
     only_files: list[str] | None = None  # lake-relative bronze paths; None: every pending file
     engine_factory: Callable[[Settings, Lake], Engine] = open_engine
+    selection: Selection | None = None  # a reprocess run: the quarantined rows it re-validates
 
     @property
     def staging(self) -> str:
@@ -79,15 +110,20 @@ def bronze_to_silver(ctx: RunContext) -> StepResult:
     """Validate every pending bronze file into staged silver, quarantine and purchase keys."""
     started = time.perf_counter()
     lake = ctx.lake
-    commits = catalog.load_commits(lake)
+    commits = commit_log.load_commits(lake)
     pending = pending_files(lake, commits, ctx.only_files)
-    batch_id = catalog.next_batch_id(commits)
+    batch_id = commit_log.next_batch_id(commits)
     # An earlier attempt of this run (a retry) may have left part of its output: start clean.
     lake.remove(ctx.staging)
-    lake.remove(catalog.batch_dir(PURCHASE_KEYS_DIR, batch_id))
+    lake.remove(commit_log.batch_dir(PURCHASE_KEYS_DIR, batch_id))
     key_range: list[int] | None = None
     checked: list[Commit] = []
-    inspected = [(obj, bronze.inspect(lake, obj)) for obj in pending]
+    # A file with an over-long record is read from a copy without it, kept in staging.
+    inspected = [
+        (obj, bronze.inspect(lake, obj, max_record_bytes=ctx.settings.max_record_bytes,
+                             scratch=f"{ctx.staging}/bronze"))
+        for obj in pending
+    ]
     readable = [f for _, f in inspected if f.rejection is None]
     outcomes = {
         f.path: FileOutcome(
@@ -143,7 +179,7 @@ def pending_files(
     Raises:
         PermanentError: a path in `only` is not a bronze data file in the lake.
     """
-    done = catalog.processed_file_ids(commits)
+    done = commit_log.processed_file_ids(commits)
     if only is None:
         objects = lake.list_bronze()
     else:
@@ -156,7 +192,7 @@ def pending_files(
     # Identity is path + content hash. Re-hashing all history every run would make a run's
     # cost grow with it, so a file whose size and modification stamp are as processed is
     # skipped unread; only a path whose stamp moved is hashed to see if its bytes changed.
-    seen_versions = {(f.path, f.version) for c in commits for f in c.files}
+    seen_versions = {(f.path, f.version) for f in commit_log.bronze_outcomes(commits)}
     pending = []
     for obj in objects:
         if (obj.path, obj.version) in seen_versions:
@@ -174,17 +210,24 @@ def _validate(
     commits: list[Commit],
     outcomes: dict[str, FileOutcome],
     batch_id: int,
+    *,
+    rows: str = "raw_rows",
+    quarantine_sql: str | None = None,
 ) -> tuple[list[int] | None, list[Commit]]:
     """Classify the batch's rows, write staged silver/quarantine and the batch's purchase
     keys. Returns the [min, max] purchase_id of the keys (None when nothing was accepted)
-    and the earlier batches the duplicate check read."""
+    and the earlier batches the duplicate check read.
+
+    The rows are the bronze files' records, or (reprocess) the relation `rows` in raw_rows'
+    shape registered by the caller with `files` empty; `quarantine_sql` replaces the staged
+    quarantine's query. Counts go to `outcomes[source_file]`."""
     lake, settings = ctx.lake, ctx.settings
     engine.register_bronze(lake, files)
     rates = load_fx_rates(settings.fx_rates)
     engine.register_rows(
         "fx_rates", FX_COLUMNS, [(r.currency, r.rate_to_aud, r.valid_from) for r in rates]
     )
-    engine.create_view("standardised", silver.standardised_sql("raw_rows"))
+    engine.create_view("standardised", silver.standardised_sql(rows))
     engine.create_table("fx_ranges", silver.fx_ranges_sql("fx_rates"))
     engine.create_table(
         "validated",
@@ -213,17 +256,17 @@ def _validate(
     )
     fault_point("after_silver_write")
     engine.write_parquet(
-        silver.quarantine_sql("classified", "malformed_rows"),
+        quarantine_sql or silver.quarantine_sql("classified", "malformed_rows"),
         ctx.output("quarantine"),
         partition_by="ingestion_date",
     )
     fault_point("after_quarantine_write")
     # Keys are reached only through the commit record, so they are written in place (see
     # catalog): no later move, and nothing refers to them if this run never commits.
-    keys_dir = catalog.batch_dir(PURCHASE_KEYS_DIR, batch_id)
+    keys_dir = commit_log.batch_dir(PURCHASE_KEYS_DIR, batch_id)
     lo, hi = engine.fetch(
         f"SELECT MIN(purchase_id), MAX(purchase_id) FROM classified "
-        f"WHERE outcome = '{silver.ACCEPTED}'"
+        f"WHERE outcome = '{silver.ACCEPTED}'"  # nosec B608  # a constant
     )[0]
     if lo is not None:
         lake.makedirs(keys_dir)
@@ -278,6 +321,97 @@ def _batches_to_check(engine: Engine, commits: list[Commit]) -> list[Commit]:
     return [c for c in commits if c.batch_id in hit or c.batch_id in always]
 
 
+# --- quarantine -> silver (reprocess) ---------------------------------------------------------
+
+REPROCESS_STEP = "quarantine_to_silver"
+
+
+def quarantine_to_silver(ctx: RunContext) -> StepResult:
+    """Re-validate the selected quarantined rows as a new batch (`purchases reprocess`).
+
+    bronze_to_silver's counterpart: the rows go through the same rules, FX table and
+    duplicate check (`_validate`), accepted ones are staged for silver, and every quarantine
+    file with a row that changed (accepted, duplicate, or another reason) gets a staged
+    replacement that the plan lists as superseded; silver_to_gold then commits it all as one
+    batch. A selection in which nothing changes plans an empty batch: nothing is published.
+    """
+    started = time.perf_counter()
+    lake = ctx.lake
+    selection = ctx.selection or Selection()
+    commits = commit_log.load_commits(lake)
+    batch_id = commit_log.next_batch_id(commits)
+    lake.remove(ctx.staging)
+    lake.remove(commit_log.batch_dir(PURCHASE_KEYS_DIR, batch_id))
+    files = [p for p in commit_log.published_files(commits, "quarantine")
+             if _in_partition(p, selection.day)]
+    outcomes: dict[str, FileOutcome] = {}
+    superseded: list[str] = []
+    key_range: list[int] | None = None
+    checked: list[Commit] = []
+    if files:
+        engine = ctx.engine_factory(ctx.settings, ctx.lake)
+        try:
+            views = [f"quarantine_{i}" for i in range(len(files))]
+            for view, rel in zip(views, files, strict=True):
+                engine.register_parquet(view, [lake.url(rel)], QUARANTINE_COLUMNS)
+            engine.create_view("quarantine_rows", reprocess.quarantine_rows_sql(views))
+            engine.register_rows("selected_reasons", {"reason": "VARCHAR"},
+                                 [(r,) for r in selection.reasons])
+            engine.create_table("reprocess_input", reprocess.reprocess_input_sql(
+                "quarantine_rows", reprocess.selected_sql("selected_reasons", selection.day)))
+            for source_file, day, _ in engine.fetch(
+                    reprocess.selected_counts_sql("reprocess_input")):
+                outcomes[source_file] = FileOutcome(
+                    f"{REPROCESS_PREFIX}{source_file}", "", str(day),
+                    version=f"batch-{batch_id:012d}")
+            if outcomes:
+                engine.create_view("requeued", reprocess.requeued_sql("reprocess_input"))
+                key_range, checked = _validate(
+                    ctx, engine, [], commits, outcomes, batch_id, rows="requeued",
+                    quarantine_sql=reprocess.requarantine_sql("classified", "reprocess_input"),
+                )
+                changed = engine.fetch(
+                    reprocess.changed_files_sql("classified", "reprocess_input"))
+                superseded = sorted(files[int(i)] for (i,) in changed)
+        finally:
+            engine.close()
+    plan = {
+        "batch_id": batch_id,
+        "base_batch_id": batch_id - 1,
+        # Nothing changed: an empty plan, so silver_to_gold publishes nothing (idempotence).
+        "files": [o.__dict__ for o in outcomes.values()] if superseded else [],
+        "ingestion_date": max((o.ingestion_date for o in outcomes.values()),
+                              default=str(date.today())),
+        "key_range": key_range,
+        "superseded": superseded,
+    }
+    lake.write_json(ctx.plan_path, plan)
+    fault_point("after_bronze_to_silver")  # the same point: the first step's plan is written
+    found = list(outcomes.values())
+    return StepResult(
+        REPROCESS_STEP,
+        counts={
+            "files": len(found),
+            "selected": sum(o.rows_in for o in found),
+            "rows_in": sum(o.rows_in for o in found),
+            "accepted": sum(o.accepted for o in found),
+            "rejected": sum(o.rejected_total for o in found),
+            "duplicates": sum(o.duplicates for o in found),
+            "quarantine_files_replaced": len(superseded),
+            "earlier_batches_read": len(checked),
+        },
+        files=found,
+        seconds=time.perf_counter() - started,
+    )
+
+
+def _in_partition(rel: str, day: date | None) -> bool:
+    """Whether a quarantine file may hold rows of `day` (its partition folder says)."""
+    if day is None or "/ingestion_date=" not in rel:
+        return True
+    return f"/ingestion_date={day.isoformat()}/" in rel
+
+
 # --- silver -> gold --------------------------------------------------------------------------
 
 
@@ -285,12 +419,12 @@ def silver_to_gold(ctx: RunContext) -> StepResult:
     """Merge the batch into the customer state, stage gold, and publish the batch atomically."""
     started = time.perf_counter()
     lake = ctx.lake
-    commits = catalog.load_commits(lake)
+    commits = commit_log.load_commits(lake)
     mine = next((c for c in reversed(commits) if c.run_id == ctx.run_id), None)
     if mine is not None:
         # A retry after this run's commit point: the batch is published already (perhaps not
         # all moved yet); finish it rather than plan it again.
-        catalog.complete_publication(lake, mine)
+        commit_log.complete_publication(lake, mine)
         return StepResult(
             "silver_to_gold",
             counts={"customers_changed": mine.customers_changed, "batch_id": mine.batch_id},
@@ -299,7 +433,7 @@ def silver_to_gold(ctx: RunContext) -> StepResult:
     if not lake.exists(ctx.plan_path):
         raise PermanentError(f"run {ctx.run_id}: bronze_to_silver has not run (no plan)")
     plan = lake.read_json(ctx.plan_path)
-    if catalog.next_batch_id(commits) != plan["batch_id"]:
+    if commit_log.next_batch_id(commits) != plan["batch_id"]:
         raise PermanentError(
             f"run {ctx.run_id}: batch {plan['batch_id']} was planned on a lake another run has "
             "changed since; run again to process the files afresh"
@@ -310,7 +444,7 @@ def silver_to_gold(ctx: RunContext) -> StepResult:
         return StepResult("silver_to_gold", counts={"customers_changed": 0, "batch_id": None},
                           seconds=time.perf_counter() - started)
     batch_id = plan["batch_id"]
-    state_dir = catalog.batch_dir(CUSTOMERS_DIR, batch_id)
+    state_dir = commit_log.batch_dir(CUSTOMERS_DIR, batch_id)
     # Whatever an earlier attempt of this step wrote is redone from the plan.
     lake.remove(f"{ctx.staging}/gold")
     lake.remove(state_dir)
@@ -323,7 +457,7 @@ def silver_to_gold(ctx: RunContext) -> StepResult:
                                     SILVER_COLUMNS)
             engine.register_parquet(
                 "customer_state",
-                [lake.url(p) for p in catalog.customer_state_files(commits)],
+                [lake.url(p) for p in commit_log.customer_state_files(commits)],
                 CUSTOMER_STATE_COLUMNS,
             )
             engine.create_table(
@@ -342,8 +476,8 @@ def silver_to_gold(ctx: RunContext) -> StepResult:
             customers_changed = int(engine.fetch("SELECT COUNT(*) FROM changed")[0][0])
         finally:
             engine.close()
-    day = catalog.as_date(plan["ingestion_date"])
-    keys = _parquet_files(lake, catalog.batch_dir(PURCHASE_KEYS_DIR, batch_id))
+    day = commit_log.as_date(plan["ingestion_date"])
+    keys = _parquet_files(lake, commit_log.batch_dir(PURCHASE_KEYS_DIR, batch_id))
     key_range = plan.get("key_range")
     commit = Commit(
         batch_id=batch_id,
@@ -354,10 +488,12 @@ def silver_to_gold(ctx: RunContext) -> StepResult:
         customers_changed=customers_changed,
         outputs=[*_parquet_files(lake, state_dir), *keys],
         key_ranges={p: key_range for p in keys} if key_range else {},
+        superseded=list(plan.get("superseded") or []),
     )
-    catalog.publish(lake, commit)
+    commit_log.publish(lake, commit)
     fault_point("after_commit")
-    catalog.drop_old_state(lake, [*commits, commit])
+    commit_log.drop_old_state(lake, [*commits, commit])
+    glue_catalog.register_batch(ctx.settings, lake, commit)  # no-op without a Glue database
     return StepResult(
         "silver_to_gold",
         counts={"customers_changed": customers_changed, "batch_id": batch_id},
@@ -371,7 +507,11 @@ def _parquet_files(lake: Lake, rel_dir: str) -> list[str]:
 
 
 def _final_names(lake: Lake, staging: str, batch_id: int, day: date) -> list[tuple[str, str]]:
-    """Where each staged file is published: batch-numbered, so no two batches collide."""
+    """Where each staged file is published: batch-numbered, so no two batches collide.
+
+    Each batch gets its own folder in a partition (`.../batch=<id>/`): the Glue catalog
+    registers that folder only once the batch is wholly moved (aws.glue_catalog), so Athena
+    never sees half a batch, and a superseded file's partition can be dropped alone."""
     targets = {
         "silver": "silver",
         "quarantine": "quarantine",
@@ -383,7 +523,8 @@ def _final_names(lake: Lake, staging: str, batch_id: int, day: date) -> list[tup
             inner = src[len(f"{staging}/{kind}/") :]
             head, _, name = inner.rpartition("/")
             dst_name = f"batch-{batch_id:012d}-{name}"
-            moves.append((src, "/".join(x for x in (target, head, dst_name) if x)))
+            parts = (target, head, f"batch={batch_id:012d}", dst_name)
+            moves.append((src, "/".join(x for x in parts if x)))
     return moves
 
 
@@ -396,8 +537,8 @@ def gold_to_staging(ctx: RunContext) -> StepResult:
     with serving.connect(ctx.settings) as db:
         applied = db.applied_batches()
         loaded = 0
-        for commit in catalog.load_commits(ctx.lake):
-            if commit.batch_id in applied or not catalog.gold_files(commit):
+        for commit in commit_log.load_commits(ctx.lake):
+            if commit.batch_id in applied or not commit_log.gold_files(commit):
                 continue
             loaded += db.load_staging(ctx.lake, commit)
             fault_point("after_staging_load")
@@ -411,8 +552,8 @@ def upsert(ctx: RunContext) -> StepResult:
     with serving.connect(ctx.settings) as db:
         applied = db.applied_batches()
         upserted = 0
-        for commit in catalog.load_commits(ctx.lake):
-            if commit.batch_id in applied or not catalog.gold_files(commit):
+        for commit in commit_log.load_commits(ctx.lake):
+            if commit.batch_id in applied or not commit_log.gold_files(commit):
                 continue
             upserted += db.apply_batch(commit)
     return StepResult("upsert", counts={"customers_upserted": upserted},
@@ -424,4 +565,6 @@ STEP_FUNCTIONS: dict[str, Callable[[RunContext], StepResult]] = {
     "silver_to_gold": silver_to_gold,
     "gold_to_staging": gold_to_staging,
     "upsert": upsert,
+    REPROCESS_STEP: quarantine_to_silver,
 }
+"""Every step by its declared name (pipeline.PIPELINE, and the reprocess variant's first)."""

@@ -1,12 +1,21 @@
-"""Lake paths and atomic publication, on local disk or any fsspec file system (s3:// etc.)."""
+"""Lake paths and atomic publication, on local disk or any fsspec file system (s3:// etc.).
+
+Every change this module makes to the lake goes through one edge (Lake._changing) that turns
+the file system's OSError into the product's errors: a full disk, a read-only lake or a
+refused permission is a PermanentError naming the lake and the path (retrying cannot help),
+a dropped connection or a timeout a TransientError (the step retries), each chained to the
+OSError. PURCHASES_IO_FAULT injects those OSErrors there for tests (faults.io_fault).
+"""
 
 from __future__ import annotations
 
+import errno
 import json
 import posixpath
 import re
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
@@ -15,11 +24,55 @@ import fsspec
 from fsspec.core import url_to_fs
 
 from purchases.contract import BRONZE_FILE_SUFFIXES
-from purchases.faults import fault_point
+from purchases.errors import PermanentError, PurchasesError, TransientError
+from purchases.faults import fault_point, io_fault
 
 # bronze/year=YYYY/month=MM/day=DD/<name>  or the original AWS layout bronze/YYYY/MM/DD/<name>
 _BRONZE_HIVE = re.compile(r"(?:^|/)bronze/year=(\d{4})/month=(\d{2})/day=(\d{2})/([^/]+)$")
 _BRONZE_PLAIN = re.compile(r"(?:^|/)bronze/(\d{4})/(\d{2})/(\d{2})/([^/]+)$")
+
+
+_NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT})
+_READ_ONLY = frozenset({errno.EROFS})
+_FORBIDDEN = frozenset({errno.EACCES, errno.EPERM})
+_TRANSIENT = frozenset({
+    errno.ETIMEDOUT, errno.ECONNRESET, errno.ECONNABORTED, errno.ECONNREFUSED,
+    errno.ENETUNREACH, errno.EHOSTUNREACH, errno.EAGAIN, errno.EBUSY,
+})
+_DOING = {"write": "writing", "mkdir": "creating the folder", "move": "moving",
+          "remove": "deleting"}
+
+
+def lake_write_error(exc: OSError, uri: str, op: str, rel: str) -> PurchasesError | None:
+    """The product's error for an OSError met changing `rel` in the lake at `uri`, or None
+    when it is none of the known kinds (then the OSError itself is the clearest report).
+
+    The message says what went wrong where and what to do; running again is always safe
+    (every write is atomic and a run publishes only at its commit, so what a failed command
+    leaves is never visible), and a failed run adds that `purchases run` resumes.
+    """
+    doing = f"{_DOING.get(op, op)} {rel or '.'}"
+    if exc.errno in _NO_SPACE:
+        return PermanentError(
+            f"lake {uri}: no space left on device ({doing}): free space there and run again"
+        )
+    if exc.errno == errno.EFBIG:
+        return PermanentError(
+            f"lake {uri}: file too large for the file system or this process's file-size "
+            f"limit ({doing}): raise the limit (ulimit -f) and run again"
+        )
+    if exc.errno in _READ_ONLY:
+        return PermanentError(
+            f"lake {uri} is on a read-only file system ({doing}): make it writable, or point "
+            "PURCHASES_LAKE (or --home) at a writable place, and run again"
+        )
+    if exc.errno in _FORBIDDEN or isinstance(exc, PermissionError):
+        return PermanentError(
+            f"lake {uri}: permission denied ({doing}): let this user write there and run again"
+        )
+    if exc.errno in _TRANSIENT or isinstance(exc, ConnectionError | TimeoutError):
+        return TransientError(f"lake {uri}: {exc.strerror or exc} ({doing})")
+    return None
 
 
 @dataclass(frozen=True)
@@ -68,7 +121,7 @@ class Lake:
         self.root = root.rstrip("/")
         self.is_local = isinstance(self.fs, fsspec.implementations.local.LocalFileSystem)
         if self.is_local:
-            self.fs.makedirs(self.root, exist_ok=True)
+            self._makedirs("")
 
     # --- naming --------------------------------------------------------------------------
 
@@ -148,6 +201,25 @@ class Lake:
 
     # --- atomic writing --------------------------------------------------------------------
 
+    @contextmanager
+    def _changing(self, op: str, rel: str) -> Iterator[None]:
+        """The one edge every change to the lake passes: fault injection, error translation."""
+        try:
+            io_fault(op, rel)
+            yield
+        except OSError as exc:
+            translated = lake_write_error(exc, self.uri, op, rel)
+            if translated is None:
+                raise
+            raise translated from exc
+
+    def _makedirs(self, rel: str) -> None:
+        full = self.full(rel)
+        if self.is_local and self.fs.isdir(full):
+            return  # nothing to change (and a read-only file system allows that much)
+        with self._changing("mkdir", rel):
+            self.fs.makedirs(full, exist_ok=True)
+
     def _tmp_sibling(self, rel: str) -> str:
         head, tail = posixpath.split(rel)
         return posixpath.join(head, f".{tail}.{uuid.uuid4().hex}.tmp")
@@ -155,11 +227,16 @@ class Lake:
     def write_bytes(self, rel: str, data: bytes) -> None:
         """Write a whole object so that readers see either nothing or all of it."""
         tmp = self._tmp_sibling(rel)
-        self.fs.makedirs(posixpath.dirname(self.full(rel)), exist_ok=True)
-        with self.fs.open(self.full(tmp), "wb") as fh:
-            fh.write(data)
-        fault_point("mid_atomic_write")
-        self.fs.mv(self.full(tmp), self.full(rel))
+        self._makedirs(posixpath.dirname(rel))
+        try:
+            with self._changing("write", rel), self.fs.open(self.full(tmp), "wb") as fh:
+                fh.write(data)
+            fault_point("mid_atomic_write")
+            with self._changing("move", rel):
+                self.fs.mv(self.full(tmp), self.full(rel))
+        except PurchasesError:
+            self._discard(tmp)  # e.g. a disk full mid-write leaves a partial temporary file
+            raise
 
     def write_json(self, rel: str, payload: Any) -> None:
         self.write_bytes(rel, json.dumps(payload, indent=1, sort_keys=True, default=str).encode())
@@ -167,22 +244,35 @@ class Lake:
     def put_file(self, local_path: str, rel: str) -> None:
         """Copy a local file into the lake atomically: a half-copied file is never visible."""
         tmp = self._tmp_sibling(rel)
-        self.fs.makedirs(posixpath.dirname(self.full(rel)), exist_ok=True)
-        self.fs.put_file(local_path, self.full(tmp))
-        self.fs.mv(self.full(tmp), self.full(rel))
+        self._makedirs(posixpath.dirname(rel))
+        try:
+            with self._changing("write", rel):
+                self.fs.put_file(local_path, self.full(tmp))
+            with self._changing("move", rel):
+                self.fs.mv(self.full(tmp), self.full(rel))
+        except PurchasesError:
+            self._discard(tmp)
+            raise
 
     def move(self, src_rel: str, dst_rel: str) -> None:
         """Move a staged object into place; idempotent so an interrupted publish can resume."""
         src, dst = self.full(src_rel), self.full(dst_rel)
         if not self.fs.exists(src):
             return  # already moved by an earlier, interrupted publish
-        self.fs.makedirs(posixpath.dirname(dst), exist_ok=True)
-        self.fs.mv(src, dst)
+        self._makedirs(posixpath.dirname(dst_rel))
+        with self._changing("move", dst_rel):
+            self.fs.mv(src, dst)
 
     def remove(self, rel: str) -> None:
         full = self.full(rel)
         if self.fs.exists(full):
-            self.fs.rm(full, recursive=True)
+            with self._changing("remove", rel):
+                self.fs.rm(full, recursive=True)
+
+    def _discard(self, rel: str) -> None:
+        # Best effort: the error being reported matters more than a hidden temporary file.
+        with suppress(OSError, PurchasesError):
+            self.remove(rel)
 
     def makedirs(self, rel: str) -> None:
-        self.fs.makedirs(self.full(rel), exist_ok=True)
+        self._makedirs(rel)

@@ -29,7 +29,7 @@ from queue import Empty, SimpleQueue
 from typing import Any
 from urllib.parse import quote_plus, unquote_plus
 
-from purchases import bronze, catalog
+from purchases import bronze, commit_log
 from purchases.config import Settings
 from purchases.errors import PurchasesError
 from purchases.history import RunRecord
@@ -187,7 +187,7 @@ def handle_event(
                     skipped.append(Skipped(rel, "no longer in the lake"))
                 else:
                     present.append(rel)
-            todo = {o.path for o in pending_files(lake, catalog.load_commits(lake), present)}
+            todo = {o.path for o in pending_files(lake, commit_log.load_commits(lake), present)}
             for rel in present:
                 if rel not in todo:
                     skipped.append(Skipped(rel, "already processed (same path and content)"))
@@ -407,7 +407,7 @@ class FolderWatcher:
         self.catch_up_at = None
         try:
             with writer_lock(self.settings):
-                if not pending_files(self.lake, catalog.load_commits(self.lake)):
+                if not pending_files(self.lake, commit_log.load_commits(self.lake)):
                     return
                 log.info("running the bronze files left pending")
                 record = run_locked(self.settings, trigger="watch")

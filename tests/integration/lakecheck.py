@@ -10,9 +10,9 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from purchases import catalog, serving
+from purchases import commit_log, serving
 from purchases.config import load_settings
-from purchases.engines.duckdb_engine import lake_query
+from purchases.engines.duckdb_lake import lake_query
 from purchases.storage import Lake
 
 PURCHASES = str(Path(sys.executable).with_name("purchases"))
@@ -40,7 +40,7 @@ def end_state(home: Path) -> dict[str, Any]:
     """Everything a run produces that must not depend on how many times it was killed."""
     settings = load_settings(home=home)
     lake = Lake(settings.lake_uri)
-    commits = catalog.load_commits(lake)
+    commits = commit_log.load_commits(lake)
     with serving.connect(settings) as db:
         summary = db.summary()
     return {
@@ -61,11 +61,11 @@ def assert_clean_lake(home: Path) -> None:
     """No staging, no run left marked active, no orphan batch folder, no purchase twice."""
     settings = load_settings(home=home)
     lake = Lake(settings.lake_uri)
-    assert lake.list_children(catalog.RUNS_STAGING_DIR) == []
+    assert lake.list_children(commit_log.RUNS_STAGING_DIR) == []
     assert lake.list_children("_state/running") == []
-    commits = catalog.load_commits(lake)
+    commits = commit_log.load_commits(lake)
     published = {p for c in commits for p in c.published}
-    for kind in (catalog.CUSTOMERS_DIR, catalog.PURCHASE_KEYS_DIR, "silver", "quarantine",
+    for kind in (commit_log.CUSTOMERS_DIR, commit_log.PURCHASE_KEYS_DIR, "silver", "quarantine",
                  "gold"):
         for rel in lake.list_files(kind):
             name = rel.rsplit("/", 1)[-1]

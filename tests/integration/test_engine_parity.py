@@ -31,7 +31,7 @@ from test_spark_support import (
     write_file,
 )
 
-from purchases import bronze, catalog, generate, serving
+from purchases import bronze, commit_log, generate, serving
 from purchases.config import Settings, load_settings
 from purchases.orchestrator import run_pipeline
 from purchases.storage import Lake
@@ -160,6 +160,15 @@ EDGE_GZ = "\n".join([
     "900041,Gz,Two,gz2@x.io,9500002,2024-01-17,1.00,CHF",
 ]) + "\n"
 
+EDGE_TOO_LARGE = "\n".join([  # records over the default bound (1 MiB): record_too_large
+    HEADER,
+    "900050,Big,One,b1@x.io,9600001,2024-01-16,1.00,AUD",
+    "900050," + "N" * 1_100_000 + ",Lee,b2@x.io,9600002,2024-01-16,2.00,AUD",
+    '900051,"' + "\n".join(["short line, in quotes"] * 50_000) + '",X,b3@x.io,9600003,2024-01-16,'
+    "3.00,AUD",
+    '900051,"Still\nquoted",Row,b4@x.io,9600004,2024-01-16,4.00,AUD',
+]) + "\n"
+
 MISSING_COLUMN = "customer_id,first_name,last_name,email,purchase_id,purchase_date,amount\n1,a,b,c,2,2024-01-01,3\n"  # noqa: E501
 
 
@@ -183,6 +192,7 @@ def build_inputs(root: Path) -> dict[str, list[tuple[Path, date]]]:
         (write_file(e / "d15" / "missing_column.csv", MISSING_COLUMN), D15),
         (write_file(e / "d16" / "edge_malformed.csv", EDGE_MALFORMED), D16),
         (write_file(e / "d16" / "edge_dups.csv", EDGE_DUPS), D16),
+        (write_file(e / "d16" / "edge_too_large.csv", EDGE_TOO_LARGE), D16),
         (write_file(e / "d16" / "edge_dups2.csv", EDGE_DUPS2), D16),
     ]
     run2 = [p for p in gen if p[1] == D17] + [
@@ -210,7 +220,7 @@ def run_all(settings: Settings, inputs: dict[str, list[tuple[Path, date]]]) -> l
 
 def end_state(settings: Settings, records: list[Any]) -> dict[str, Any]:
     lake = Lake(settings.lake_uri)
-    commits = catalog.load_commits(lake)
+    commits = commit_log.load_commits(lake)
     quarantine = parquet_rows(lake, "quarantine", with_folder=True)
     with serving.connect(settings) as db:
         summary = db.summary()
@@ -231,7 +241,7 @@ def end_state(settings: Settings, records: list[Any]) -> dict[str, Any]:
         "gold": sort_rows(parquet_rows(lake, "gold", with_folder=True)),
         "customers": sort_rows(_current_state(lake, commits)),
         "purchase_keys": sorted(r["purchase_id"] for r in
-                                parquet_rows(lake, catalog.PURCHASE_KEYS_DIR)),
+                                parquet_rows(lake, commit_log.PURCHASE_KEYS_DIR)),
         "summary": summary,
         "outcomes": outcomes,
         "batches": [(c.batch_id, c.ingestion_date, c.customers_changed) for c in commits],
@@ -246,7 +256,7 @@ def _current_state(lake: Lake, commits: list[Any]) -> list[dict[str, Any]]:
     import pyarrow.parquet as pq
 
     rows: list[dict[str, Any]] = []
-    for rel in catalog.customer_state_files(commits):
+    for rel in commit_log.customer_state_files(commits):
         rows.extend(pq.ParquetFile(lake.full(rel)).read().to_pylist())
     return rows
 
@@ -300,12 +310,15 @@ def test_parquet_schemas_are_the_contract_types(parity: dict[str, Any]) -> None:
 
 
 def test_line_numbers_only_where_the_engine_knows_them(parity: dict[str, Any]) -> None:
-    """DuckDB reports the line of a malformed record; Spark's reader cannot (NULL)."""
+    """DuckDB reports the line of a malformed record; Spark's reader cannot (NULL). The line
+    of a record too large is found by bronze, before either engine: the same in both."""
     duck = parity["duckdb"]["quarantine_line_numbers"]
     spark = parity["spark"]["quarantine_line_numbers"]
     assert sorted(r for r, _ in duck) == sorted(r for r, _ in spark)
-    assert all(n is None for _, n in spark)
-    assert all((n is not None) == (r == "malformed_row") for r, n in duck)
+    assert all((n is not None) == (r == "record_too_large") for r, n in spark)
+    assert all((n is not None) == (r in ("malformed_row", "record_too_large")) for r, n in duck)
+    too_large = sorted(n for r, n in spark if r == "record_too_large")
+    assert too_large == sorted(n for r, n in duck if r == "record_too_large") == [3, 4]
 
 
 def test_money_is_rounded_half_up_identically(parity: dict[str, Any]) -> None:

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 from lakecheck import assert_clean_lake, cli_env, end_state, purchases
 
-from purchases import bronze, catalog, history, serving, steps
+from purchases import bronze, commit_log, history, serving, steps
 from purchases.config import Settings, load_settings
-from purchases.engines.duckdb_engine import lake_query
+from purchases.engines.duckdb_lake import lake_query
 from purchases.errors import PermanentError, TransientError
 from purchases.generate import generate
 from purchases.orchestrator import RunBusy, RunFailed, run_pipeline, writer_lock
@@ -99,15 +99,15 @@ def test_a_retried_step_redoes_its_work_cleanly(
         return result
 
     monkeypatch.setitem(steps.STEP_FUNCTIONS, "bronze_to_silver", half_then_fail)
-    real_publish = catalog.publish
+    real_publish = commit_log.publish
 
-    def publish_then_fail(lake: Lake, commit: catalog.Commit) -> None:
+    def publish_then_fail(lake: Lake, commit: commit_log.Commit) -> None:
         real_publish(lake, commit)
         if calls.setdefault("published", 0) == 0:
             calls["published"] = 1
             raise ConnectionResetError("lost the connection after the commit point")
 
-    monkeypatch.setattr(catalog, "publish", publish_then_fail)
+    monkeypatch.setattr(commit_log, "publish", publish_then_fail)
     record = run_pipeline(load_settings(home=home), sleep=lambda _: None)
     assert [s.attempts for s in record.steps] == [2, 2, 1, 1]
     assert end_state(home) == end_state(inputs["reference"])
@@ -160,10 +160,10 @@ def test_unexpected_exception_is_recorded_too(home: Path, monkeypatch: pytest.Mo
 
 def test_failure_while_repairing_is_recorded(home: Path, monkeypatch: pytest.MonkeyPatch
                                             ) -> None:
-    def broken(lake: Lake, commits: list[catalog.Commit]) -> list[str]:
+    def broken(lake: Lake, commits: list[commit_log.Commit]) -> list[str]:
         raise PermissionError("lake is read-only")
 
-    monkeypatch.setattr(catalog, "recover", broken)
+    monkeypatch.setattr(commit_log, "recover", broken)
     settings = load_settings(home=home)
     with pytest.raises(RunFailed, match="failed in step recover: PermissionError"):
         run_pipeline(settings)
@@ -266,7 +266,7 @@ def test_two_runs_started_together_do_each_file_once(home: Path, inputs: dict[st
     runs = history.load_all(lake)
     assert sorted(len(r.files) for r in runs) == [0, 3]  # one did the work, one found none
     assert all(r.status == "succeeded" for r in runs)
-    commits = catalog.load_commits(lake)
+    commits = commit_log.load_commits(lake)
     assert len(commits) == 1 and len(commits[0].files) == 3
     assert end_state(home) == end_state(inputs["reference"])
     assert_clean_lake(home)
@@ -288,7 +288,7 @@ HEADER = "customer_id,first_name,last_name,email,purchase_id,purchase_date,amoun
 def _day(tmp: Path, settings: Settings, day: int, rows: list[str]) -> None:
     src = tmp / f"day{day}.csv"
     src.write_text(HEADER + "".join(r + "\n" for r in rows))
-    bronze.land(Lake(settings.lake_uri), [src], catalog.as_date(f"2024-01-{day:02d}"))
+    bronze.land(Lake(settings.lake_uri), [src], commit_log.as_date(f"2024-01-{day:02d}"))
 
 
 def test_duplicate_check_reads_only_batches_whose_id_range_matches(
@@ -326,18 +326,18 @@ def test_duplicate_check_reads_only_batches_whose_id_range_matches(
 
 def test_commit_log_checkpoint(settings: Settings, tmp_path: Path,
                                monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(catalog, "CHECKPOINT_EVERY", 2)
+    monkeypatch.setattr(commit_log, "CHECKPOINT_EVERY", 2)
     lake = Lake(settings.lake_uri)
     for day in range(1, 6):
         _day(tmp_path, settings, day, [f"{day},Ann,Lee,a@x.io,{day * 100},2024-01-01,1.00,AUD"])
         run_pipeline(settings)
-    checkpoint = lake.read_json(catalog.CHECKPOINT_PATH)
+    checkpoint = lake.read_json(commit_log.CHECKPOINT_PATH)
     assert checkpoint["last_batch_id"] == 4
-    listed = [catalog.Commit.from_json(d) for _, d in lake.iter_json(catalog.COMMITS_DIR)]
-    assert catalog.load_commits(lake) == listed
+    listed = [commit_log.Commit.from_json(d) for _, d in lake.iter_json(commit_log.COMMITS_DIR)]
+    assert commit_log.load_commits(lake) == listed
     assert [c.batch_id for c in listed] == [1, 2, 3, 4, 5]
     # Only the last few full customer-state snapshots are kept; the latest is whole.
-    assert lake.list_children(catalog.CUSTOMERS_DIR) == [
+    assert lake.list_children(commit_log.CUSTOMERS_DIR) == [
         f"batch-{b:012d}" for b in (3, 4, 5)]
     state = lake_query(lake, "SELECT customer_id, purchase_count FROM customers "
                              "ORDER BY customer_id")

@@ -11,7 +11,7 @@ import subprocess
 import sys
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import date
 from decimal import Decimal
@@ -22,10 +22,10 @@ import pyarrow.parquet as pq
 import pytest
 import sqlalchemy as sa
 
-from purchases import bronze, catalog, migrations, serving
-from purchases.catalog import Commit
+from purchases import bronze, commit_log, migrations, serving
+from purchases.commit_log import Commit
 from purchases.config import Settings
-from purchases.contract import metadata, summary_table
+from purchases.contract import serving_tables
 from purchases.errors import TransientError
 from purchases.generate import generate
 from purchases.orchestrator import run_pipeline
@@ -127,13 +127,18 @@ def summary(settings: Settings) -> list[dict[str, Any]]:
         return db.summary()
 
 
+def summary_table_of(url: str) -> sa.Table:
+    return serving_tables(sa.make_url(url).get_backend_name()).summary
+
+
 def summary_rows(url: str) -> list[tuple]:
     """Every stored column (batch_id, updated_at included), straight from the table."""
     engine = sa.create_engine(url)
+    table = summary_table_of(url)
     try:
         with engine.connect() as con:
             return [tuple(r) for r in con.execute(
-                sa.select(summary_table).order_by(summary_table.c.customer_id))]
+                sa.select(table).order_by(table.c.customer_id))]
     finally:
         engine.dispose()
 
@@ -147,7 +152,7 @@ def lake_with_commits(settings: Settings, incoming: Path, **kw: Any) -> list[Com
     """A lake holding committed batches, served to the default SQLite only; the backend
     under test then gets its batches by hand, in the order a test chooses."""
     run_days(settings.model_copy(update={"database_url": None}), incoming, **kw)
-    commits = catalog.load_commits(Lake(settings.lake_uri))
+    commits = commit_log.load_commits(Lake(settings.lake_uri))
     assert len(commits) >= 2
     return commits
 
@@ -158,7 +163,7 @@ def apply(db: serving.ServingDatabase, lake: Lake, commit: Commit) -> int:
 
 
 def gold_rows(lake: Lake, commit: Commit) -> dict[int, dict[str, Any]]:
-    rows = [r for rel in catalog.gold_files(commit)
+    rows = [r for rel in commit_log.gold_files(commit)
             for r in pq.ParquetFile(lake.full(rel)).read().to_pylist()]
     return {r["customer_id"]: r for r in rows}
 
@@ -197,9 +202,14 @@ def test_schema_is_migrated_on_first_use(settings: Settings, db_url: str) -> Non
         assert "updated_at" in summary_cols
         assert insp.get_pk_constraint("customer_purchase_summary")["constrained_columns"] == [
             "customer_id"]
-        if db.dialect != "sqlite":  # integer cents there, by design (contract.Money)
-            money = summary_cols["total_spent_aud"]["type"]
+        money = summary_cols["total_spent_aud"]["type"]
+        if db.dialect == "sqlite":  # AUD computed from exact cents (contract.serving_tables)
+            assert isinstance(money, sa.REAL)
+            assert "total_spent_aud_cents" in summary_cols["total_spent_aud"]["computed"]["sqltext"]
+            assert isinstance(summary_cols["total_spent_aud_cents"]["type"], sa.BigInteger)
+        else:
             assert (money.precision, money.scale) == (18, 2)
+            assert "total_spent_aud_cents" not in summary_cols
         with db.engine.connect() as con:
             assert index_is_descending(con)
 
@@ -212,6 +222,7 @@ def test_migrations_match_the_contract(settings: Settings, db_url: str) -> None:
     s = settings.model_copy(update={"database_url": db_url})
     with serving.connect(s) as db, db.engine.connect() as con:
         ctx = MigrationContext.configure(con, opts={"compare_type": False})
+        metadata = serving_tables(db.dialect).metadata
         diff = [d for d in compare_metadata(ctx, metadata)
                 if not (d[0] == "remove_table" and d[1].name == migrations.VERSION_TABLE)]
     assert diff == []
@@ -224,19 +235,73 @@ def test_db_upgrade_is_repeatable_and_adopts_pre_migration_tables(
     engine = serving.create_db_engine(s)
     try:
         # A database from before migrations existed: the tables, no version table.
-        metadata.create_all(engine)
+        migrations.upgrade(engine, migrations.BASELINE)
         with engine.begin() as con:
-            con.execute(summary_table.insert().values(
-                customer_id=1, full_name="Kept Row", email=None, total_spent_aud=Decimal("1.10"),
-                first_purchase_date=date(2024, 1, 1), last_purchase_date=date(2024, 1, 1),
-                purchase_count=1, batch_id=1, updated_at=sa.func.now()))
+            con.exec_driver_sql(f"DROP TABLE {migrations.VERSION_TABLE}")
+            # Money as revision 0001 stored it: integer cents on SQLite, DECIMAL elsewhere.
+            money = "110" if con.dialect.name == "sqlite" else "1.10"
+            con.exec_driver_sql(
+                "INSERT INTO customer_purchase_summary (customer_id, full_name, email, "
+                "total_spent_aud, first_purchase_date, last_purchase_date, purchase_count, "
+                f"batch_id, updated_at) VALUES (1, 'Kept Row', NULL, {money}, '2024-01-01', "
+                "'2024-01-01', 1, 1, '2024-01-01 00:00:00')")
     finally:
         engine.dispose()
     assert serving.upgrade_schema(s)[1] == migrations.head_revision()
     assert serving.upgrade_schema(s)[1] == migrations.head_revision()
     assert summary(s)[0]["full_name"] == "Kept Row"
+    assert summary(s)[0]["total_spent_aud"] == Decimal("1.10")
     status = serving.schema_status(s)
     assert status["up_to_date"] is True and status["batches_applied"] == 0
+
+
+MIGRATED_AMOUNTS = ["53111.89", "0.00", "0.01", "-0.01", "100.10", "9999999999999.99",
+                    "9999999999999999.99", "-9999999999999999.99"]
+
+
+def test_revision_0002_keeps_every_amount_exact_and_shows_aud_raw(
+    settings: Settings, db_url: str
+) -> None:
+    """A database served by revision 0001 (SQLite: cents in total_spent_aud) upgraded to head:
+    the product reads every amount back exactly; the raw business query returns AUD."""
+    s = settings.model_copy(update={"database_url": db_url})
+    engine = serving.create_db_engine(s)
+    sqlite = engine.dialect.name == "sqlite"
+    try:
+        migrations.upgrade(engine, "0001")
+        with engine.begin() as con:
+            for i, amount in enumerate(MIGRATED_AMOUNTS, start=1):
+                stored = int(Decimal(amount).scaleb(2)) if sqlite else Decimal(amount)
+                for table, last in (("customer_purchase_summary", "updated_at"),
+                                    ("customer_purchase_summary_staging", "load_date")):
+                    con.execute(sa.text(
+                        f"INSERT INTO {table} (customer_id, full_name, email, total_spent_aud, "
+                        "first_purchase_date, last_purchase_date, purchase_count, batch_id, "
+                        f"{last}) VALUES (:i, 'n', NULL, :m, '2024-01-01', '2024-01-01', 1, 1, "
+                        "'2024-01-01 00:00:00')"), {"i": i, "m": stored})
+    finally:
+        engine.dispose()
+    assert serving.upgrade_schema(s)[1] == "0002"
+    expected = {i: Decimal(a) for i, a in enumerate(MIGRATED_AMOUNTS, start=1)}
+    with serving.connect(s) as db:
+        assert {r["customer_id"]: r["total_spent_aud"] for r in db.summary()} == expected
+        assert [r["customer_id"] for r in db.top(8)] == sorted(
+            expected, key=lambda i: (-expected[i], i))
+        with db.engine.connect() as con:
+            staged = con.execute(sa.select(
+                db.tables.exact(db.tables.staging, "total_spent_aud"),
+                db.tables.staging.c.customer_id)).all()
+            assert {cid: m for m, cid in staged} == expected
+            raw = con.exec_driver_sql(
+                "SELECT customer_id, total_spent_aud FROM customer_purchase_summary "
+                "ORDER BY total_spent_aud DESC, customer_id").all()
+            assert index_is_descending(con)
+    # Raw, every backend returns the AUD amount: exact below 10^13 AUD (15 digits) where SQLite
+    # holds a double, and in numeric order.
+    for cid, value in raw:
+        if abs(expected[cid]) < 10**13:
+            assert Decimal(repr(value) if sqlite else value) == expected[cid]
+    assert [cid for cid, _ in raw] == sorted(expected, key=lambda i: (-expected[i], i))
 
 
 def test_concurrent_first_use_migrates_once(settings: Settings, db_url: str) -> None:
@@ -313,7 +378,7 @@ def test_applying_a_batch_twice_changes_nothing(
     before = summary_rows(db_url)
     lake = Lake(s.lake_uri)
     with serving.connect(s) as db:
-        for commit in catalog.load_commits(lake):
+        for commit in commit_log.load_commits(lake):
             assert db.load_staging(lake, commit) == commit.customers_changed
             assert db.apply_batch(commit) == 0
             assert db.apply_batch(commit) == 0
@@ -380,7 +445,7 @@ def check_batches_out_of_order(s: Settings, tmp_path: Path) -> None:
         assert db.summary() == oracle(s)
         assert [r["batch_id"] for r in db.ledger()] == [c.batch_id for c in commits]
     stored = {r[0]: r for r in summary_rows(s.database_url)}
-    batch_col = list(summary_table.c.keys()).index("batch_id")
+    batch_col = list(summary_table_of(s.database_url).c.keys()).index("batch_id")
     assert all(stored[cid][batch_col] == newest.batch_id for cid in newest_rows)
 
 
@@ -652,3 +717,68 @@ def test_unreachable_server_is_retried_then_the_run_resumes(
     assert "pw-never-shown" not in str(failed.value) and ":***@" in str(failed.value)
     assert run_pipeline(good).status == "succeeded"
     assert summary(good) == oracle(good)
+
+
+# --- a batch the database refuses ----------------------------------------------------------------
+
+
+def refuse_evil_names(url: str, table: str) -> Callable[[], None]:
+    """Make `table` really refuse a full_name containing 'Evil' (a constraint, or a trigger on
+    SQLite, which cannot add one); returns how to lift it."""
+    engine = admin_engine(url)
+    with engine.connect() as con:
+        if con.dialect.name == "sqlite":
+            con.exec_driver_sql(
+                f"CREATE TRIGGER no_evil BEFORE INSERT ON {table} WHEN instr(NEW.full_name, "
+                "'Evil') > 0 BEGIN SELECT RAISE(ABORT, 'no evil names'); END")
+            lift = "DROP TRIGGER no_evil"
+        else:
+            con.exec_driver_sql(f"ALTER TABLE {table} ADD CONSTRAINT no_evil "
+                                "CHECK (POSITION('Evil' IN full_name) = 0)")
+            lift = f"ALTER TABLE {table} DROP CONSTRAINT no_evil"
+
+    def undo() -> None:
+        with engine.connect() as con:
+            con.exec_driver_sql(lift)
+        engine.dispose()
+
+    return undo
+
+
+@pytest.mark.parametrize("table", ["customer_purchase_summary_staging",
+                                   "customer_purchase_summary"])
+def test_a_refused_batch_names_its_row_and_field_and_what_waits_behind_it(
+    settings: Settings, db_url: str, tmp_path: Path, table: str
+) -> None:
+    from conftest import HEADER, Harness
+    from purchases.orchestrator import RunFailed
+
+    s = settings.model_copy(update={"database_url": db_url})
+    harness = Harness(s, tmp_path)
+    harness.land("a.csv", HEADER + "1,Ann,Lee,a@x.io,1,2024-01-10,10.00,AUD\n")
+    assert harness.run().status == "succeeded"
+    lift = refuse_evil_names(db_url, table)
+    harness.land("b.csv", HEADER + "2,Bo,Good,b@x.io,2,2024-01-11,2.00,AUD\n"
+                 "3,Evil,Knievel,e@x.io,3,2024-01-11,3.00,AUD\n", day="2024-01-16")
+    with pytest.raises(RunFailed):
+        harness.run()
+    harness.land("c.csv", HEADER + "4,Cy,Later,c@x.io,4,2024-01-12,4.00,AUD\n", day="2024-01-17")
+    with pytest.raises(RunFailed) as failed:
+        harness.run()
+    message = str(failed.value)
+    assert "\n" not in message
+    step = "loading staging" if table.endswith("staging") else "upserting"
+    assert f"refused batch 2 while {step}, customer_id 3, field full_name: " in message
+    assert "1 later committed batch waits behind it" in message
+    assert "no_evil" in message or "no evil names" in message  # the database's own reason
+    assert "then `purchases run` applies the batches in order" in message
+    assert ledger_ids(s) == [1]
+    with serving.connect(s) as db:
+        assert {r["customer_id"] for r in db.summary()} == {1}
+        staged = db.staged_rows()
+    assert staged == (0 if step == "loading staging" else 3)  # the diagnosis left no trace
+    lift()
+    assert harness.run().status == "succeeded"  # the way out: fix the database, run again
+    assert ledger_ids(s) == [1, 2, 3]
+    assert {cid: r["total_spent_aud"] for cid, r in harness.summary().items()} == {
+        1: Decimal("10.00"), 2: Decimal("2.00"), 3: Decimal("3.00"), 4: Decimal("4.00")}

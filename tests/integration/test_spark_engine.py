@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 from test_spark_support import parquet_rows, spark_or_skip, write_file
 
-from purchases import bronze, catalog
+from purchases import bronze, commit_log
 from purchases.bronze import BronzeFile
 from purchases.engines.duckdb_engine import DuckDBEngine
 from purchases.engines.spark_engine import SparkEngine
@@ -311,8 +311,8 @@ def test_reprocessing_a_file_adds_its_output_and_leaves_other_files_rows(
     assert len(batches) == 2  # both batches' files side by side, none replaced
     by_source = {r["source_file"].rsplit("/", 1)[-1] for r in silver if r["purchase_id"] == 3}
     assert by_source == {"b.csv"}
-    assert lake.list_files(catalog.RUNS_STAGING_DIR) == []  # staging published and removed
-    assert len(catalog.load_commits(lake)) == 2
+    assert lake.list_files(commit_log.RUNS_STAGING_DIR) == []  # staging published and removed
+    assert len(commit_log.load_commits(lake)) == 2
 
 
 def test_a_lake_can_switch_engines(spark: Any, settings: Any, tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from test_spark_support import parquet_rows, spark_or_skip, write_file
 
-from purchases import bronze, catalog, history, serving
+from purchases import bronze, commit_log, history, serving
 from purchases.config import load_settings
 from purchases.pipeline import PIPELINE
 from purchases.steps import pending_files
@@ -73,7 +73,7 @@ def test_step_functions_style_invocation_processes_exactly_that_file(
     assert summaries[0]["counts"]["rows_in"] == 3 and summaries[0]["counts"]["accepted"] == 2
     assert summaries[1]["counts"]["customers_changed"] == 2
 
-    commits = catalog.load_commits(lake)
+    commits = commit_log.load_commits(lake)
     assert [[f.path for f in c.files] for c in commits] == [
         ["bronze/year=2024/month=01/day=15/x.csv"]]
     assert {r["source_file"] for r in parquet_rows(lake, "silver")} == {
@@ -82,7 +82,7 @@ def test_step_functions_style_invocation_processes_exactly_that_file(
     pending = {o.path for o in pending_files(lake, commits, None)}
     assert pending == {"bronze/year=2024/month=01/day=15/y.csv",
                        "bronze/year=2024/month=01/day=16/z.csv"}  # untouched
-    assert lake.list_files(catalog.RUNS_STAGING_DIR) == []
+    assert lake.list_files(commit_log.RUNS_STAGING_DIR) == []
 
     settings = load_settings(home=lake_home["home"], lake=lake.uri,
                              database_url=lake_home["db"])
@@ -100,7 +100,7 @@ def test_step_functions_style_invocation_processes_exactly_that_file(
                  "--s3_path", s3_path)
     assert again["files"] == []
     glue(lake_home, "--step", "silver_to_gold", "--run_id", "exec-0002", *date_args)
-    assert len(catalog.load_commits(lake)) == 1
+    assert len(commit_log.load_commits(lake)) == 1
 
 
 def test_all_steps_in_one_job_run_with_spark_submit(spark: Any, lake_home: dict[str, Any]
@@ -119,7 +119,7 @@ def test_all_steps_in_one_job_run_with_spark_submit(spark: Any, lake_home: dict[
                          "--conf", "spark.ui.enabled=false", job.__file__])
     assert out["step"] == "all" and out["status"] == "succeeded"
     assert out["files"] == ["bronze/year=2024/month=01/day=16/z.csv"]
-    commits = catalog.load_commits(lake)
+    commits = commit_log.load_commits(lake)
     assert [[f.path for f in c.files] for c in commits] == [
         ["bronze/year=2024/month=01/day=16/z.csv"]]
     assert history.load(lake, out["run_id"]).trigger == "glue"

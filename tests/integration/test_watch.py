@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from lakecheck import PURCHASES, assert_clean_lake, cli_env
 
-from purchases import catalog, history
+from purchases import commit_log, history
 from purchases.config import load_settings
 from purchases.generate import generate
 from purchases.storage import Lake
@@ -85,8 +85,8 @@ def watcher_factory(tmp_path: Path) -> Iterator[Callable[..., Watcher]]:
         w.kill()
 
 
-def _commits(home: Path) -> list[catalog.Commit]:
-    return catalog.load_commits(Lake(load_settings(home=home).lake_uri))
+def _commits(home: Path) -> list[commit_log.Commit]:
+    return commit_log.load_commits(Lake(load_settings(home=home).lake_uri))
 
 
 def _processed_names(home: Path) -> list[str]:

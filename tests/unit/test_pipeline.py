@@ -6,8 +6,8 @@ import json
 
 import pytest
 
+from purchases.aws.asl import to_asl
 from purchases.errors import PermanentError, TransientError
-from purchases.orchestrator import error_names
 from purchases.pipeline import (
     ALL_ERRORS,
     FAILURE_STATE,
@@ -17,8 +17,8 @@ from purchases.pipeline import (
     error_matches,
     step_input,
     task,
-    to_asl,
 )
+from purchases.step_runner import error_names
 
 
 def test_declaration_is_the_four_steps_in_order() -> None:

@@ -8,7 +8,7 @@ from decimal import Decimal
 import pytest
 
 from conftest import HEADER
-from purchases.contract import Reason
+from purchases.contract import DEFAULT_MAX_RECORD_BYTES, RAW_PREFIX_BYTES, Reason
 
 GOOD = "1,John,Doe,john@example.com,100,2024-01-10,100.00,USD"
 
@@ -31,6 +31,7 @@ def fields(**override: str) -> str:
 CASES = [
     ("1,John,Doe", Reason.MALFORMED_ROW),
     (GOOD + ",extra", Reason.MALFORMED_ROW),
+    (fields(first_name="J" * DEFAULT_MAX_RECORD_BYTES), Reason.RECORD_TOO_LARGE),
     (fields(customer_id=""), Reason.MISSING_CUSTOMER_ID),
     (fields(customer_id="   "), Reason.MISSING_CUSTOMER_ID),
     (fields(customer_id="abc"), Reason.INVALID_CUSTOMER_ID),
@@ -75,6 +76,10 @@ def test_each_reason_code(harness, row: str, reason: Reason) -> None:
     if reason is Reason.MALFORMED_ROW:
         assert quarantined[0]["raw_line"] == row
         assert quarantined[0]["line_number"] == 2
+    elif reason is Reason.RECORD_TOO_LARGE:  # a prefix of the record's text, no fields
+        assert quarantined[0]["raw_line"] == row[:RAW_PREFIX_BYTES]
+        assert quarantined[0]["line_number"] == 2
+        assert quarantined[0]["customer_id"] is None
     else:
         # raw value kept (an empty CSV field reads as NULL)
         assert (quarantined[0]["customer_id"] or "") == row.split(",")[0]

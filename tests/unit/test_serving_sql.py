@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import sys
 from datetime import datetime
 from pathlib import Path
 
@@ -219,8 +220,9 @@ def test_invalid_url_is_a_config_error_without_echoing_it(tmp_path: Path) -> Non
 
 
 def test_migrations_ship_one_linear_history() -> None:
-    assert migrations.head_revision() == migrations.BASELINE == "0001"
-    assert migrations.is_known("0001")
+    assert migrations.BASELINE == "0001"
+    assert migrations.head_revision() == "0002"
+    assert migrations.is_known("0001") and migrations.is_known("0002")
     assert not migrations.is_known("9999")
 
 
@@ -235,4 +237,76 @@ def test_offline_ddl_has_the_seed_tables_and_index(url: str) -> None:
            "(total_spent_aud DESC)" in ddl
     assert "load_date" in ddl and "updated_at" in ddl
     money = "BIGINT" if url.startswith("sqlite") else "NUMERIC(18, 2)"
-    assert f"total_spent_aud {money} NOT NULL" in ddl
+    assert f"total_spent_aud {money} NOT NULL" in ddl  # revision 0001, frozen
+
+
+def test_offline_ddl_gives_sqlite_an_aud_column_computed_from_cents() -> None:
+    ddl = migrations.upgrade_sql(sa.make_url("sqlite://"))
+    for table in ("customer_purchase_summary", "customer_purchase_summary_staging"):
+        assert (f"ALTER TABLE {table} RENAME COLUMN total_spent_aud TO total_spent_aud_cents"
+                in ddl)
+        assert (f"ALTER TABLE {table} ADD COLUMN total_spent_aud REAL NOT NULL GENERATED ALWAYS "
+                "AS (total_spent_aud_cents / 100.0) VIRTUAL") in ddl
+    assert ddl.rindex("CREATE INDEX idx_total_spent_desc ON customer_purchase_summary "
+                      "(total_spent_aud DESC)") > ddl.index("RENAME COLUMN")
+    for url in ("postgresql+psycopg://u@h/db", "mysql+pymysql://u@h/db"):
+        assert "total_spent_aud_cents" not in migrations.upgrade_sql(sa.make_url(url))
+
+
+def test_sqlite_upsert_writes_the_cents_and_never_the_computed_column() -> None:
+    sql = render(sqlite.dialect())
+    insert_cols = [c.strip() for c in sql.split("(", 1)[1].split(")", 1)[0].split(",")]
+    assert "total_spent_aud_cents" in insert_cols and "total_spent_aud" not in insert_cols
+    assert "total_spent_aud_cents = excluded.total_spent_aud_cents" in sql
+    assert "total_spent_aud = " not in sql
+
+
+def test_cents_refuse_a_fraction_of_a_cent() -> None:
+    from decimal import Decimal
+
+    from purchases.contract import Cents
+
+    cents = Cents()
+    assert cents.process_bind_param(Decimal("-9999999999999999.99"), sqlite.dialect()) == \
+        -999999999999999999
+    assert cents.process_result_value(5311189, sqlite.dialect()) == Decimal("53111.89")
+    with pytest.raises(ValueError, match="cents"):
+        cents.process_bind_param(Decimal("0.001"), sqlite.dialect())
+
+
+# --- unsupported databases ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("url", ["oracle://x", "mssql+pyodbc://u@h/db", "foo://x"])
+def test_an_unsupported_database_names_the_supported_ones_and_their_extras(
+    tmp_path: Path, url: str
+) -> None:
+    with pytest.raises(PermanentError) as info:
+        serving.create_db_engine(make_settings(tmp_path, url))
+    message = str(info.value)
+    assert f"database {url.split(':')[0].split('+')[0]!r} is not supported" in message
+    for hint in ("sqlite:///", "postgresql+psycopg://", "pip install 'purchases[postgres]'",
+                 "mysql+pymysql://", "pip install 'purchases[mysql]'"):
+        assert hint in message
+    assert "purchases[oracle]" not in message and "\n" not in message
+
+
+@pytest.mark.parametrize(("url", "use"), [
+    ("postgresql+psycopg2://u@h/db",
+     "postgresql+psycopg://... (pip install 'purchases[postgres]')"),
+    ("mysql+mysqldb://u@h/db", "mysql+pymysql://... (pip install 'purchases[mysql]')"),
+])
+def test_an_unsupported_driver_names_the_shipped_one(tmp_path: Path, url: str, use: str) -> None:
+    with pytest.raises(PermanentError, match="is not supported for") as info:
+        serving.create_db_engine(make_settings(tmp_path, url))
+    assert f"use {use}" in str(info.value)
+
+
+def test_a_missing_driver_names_the_extra_that_installs_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "psycopg", None)  # as if the extra were not installed
+    with pytest.raises(PermanentError) as info:
+        serving.create_db_engine(make_settings(tmp_path, "postgresql://u:secret@h/db"))
+    assert "pip install 'purchases[postgres]'" in str(info.value)
+    assert "secret" not in str(info.value)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from purchases import bronze, catalog, history
+from purchases import bronze, commit_log, history
 from purchases.config import Settings
 from purchases.storage import Lake
 from purchases.triggers import (
@@ -132,7 +132,7 @@ def test_delivery_id_is_stable_per_delivery() -> None:
 
 def _land(settings: Settings, tmp_path: Path, name: str, first_id: int) -> str:
     src = csv_file(tmp_path / name, first_id)
-    (landed,) = bronze.land(Lake(settings.lake_uri), [src], catalog.as_date("2024-01-15"))
+    (landed,) = bronze.land(Lake(settings.lake_uri), [src], commit_log.as_date("2024-01-15"))
     return landed.path
 
 
@@ -163,7 +163,7 @@ def test_handle_event_runs_new_files_once(settings: Settings, tmp_path: Path,
         "already processed (same path and content)"
     }
     assert len(history.load_all(lake)) == 1
-    assert [f.path for c in catalog.load_commits(lake) for f in c.files] == [a, b]
+    assert [f.path for c in commit_log.load_commits(lake) for f in c.files] == [a, b]
 
 
 def test_same_delivery_at_once_starts_one_run(settings: Settings, tmp_path: Path) -> None:
@@ -185,7 +185,7 @@ def test_same_delivery_at_once_starts_one_run(settings: Settings, tmp_path: Path
     assert len(results) == 3
     assert sum(r.run is not None for r in results) == 1
     assert len(history.load_all(lake)) == 1
-    assert [f.path for c in catalog.load_commits(lake) for f in c.files] == [a]
+    assert [f.path for c in commit_log.load_commits(lake) for f in c.files] == [a]
 
 
 def test_changed_bytes_under_same_key_is_a_new_delivery(settings: Settings,

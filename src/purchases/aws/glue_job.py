@@ -13,7 +13,7 @@ On AWS Glue 5.0 (Spark 3.5, Python 3.11) the arguments are read with awsglue's
 Arguments (Glue style, ``--name value``):
 
 * ``--step``: bronze_to_silver | silver_to_gold | gold_to_staging | upsert | all. When absent it
-  is taken from the job name (``<prefix>-<step>``, as `pipeline.to_asl` names the jobs).
+  is taken from the job name (``<prefix>-<step>``, as `aws.asl.to_asl` names the jobs).
 * ``--run_id``: ties the steps of one execution together (their hand-over lives under
   ``_runs/<run_id>/``); pass the Step Functions execution name. When absent, a single step
   derives one from the run input (date + file), which is stable across the steps of one
@@ -22,7 +22,8 @@ Arguments (Glue style, ``--name value``):
 * ``--s3_path``: the bronze file of the run: a URL inside the lake (``s3://bucket/lake/...``,
   a local path) or a lake-relative path (``bronze/...``). Only that file is processed; other
   pending files are left for their own runs. Absent: every pending file.
-* settings: ``--lake``, ``--database_url``, ``--database_password_file``, ``--fx_rates``,
+* settings: ``--lake``, ``--database_url``, ``--database_password_file``,
+  ``--database_secret_arn`` (Secrets Manager, RDS JSON: `purchases.secrets`), ``--fx_rates``,
   ``--max_amount``, ``--home``, ``--engine``, ``--memory_limit`` (else PURCHASES_* variables).
 
 On AWS, Step Functions runs one execution at a time, which is the single-writer guarantee the
@@ -40,24 +41,21 @@ import hashlib
 import json
 import os
 import sys
-import time
 from collections.abc import Sequence
-from dataclasses import asdict
 from datetime import UTC, date, datetime
 from typing import Any
 
-from purchases import catalog, history
+from purchases import commit_log, step_runner
 from purchases.config import load_settings
 from purchases.errors import InputError, PurchasesError, TransientError
-from purchases.history import RunRecord, StepRun
-from purchases.pipeline import PIPELINE
-from purchases.steps import STEP_FUNCTIONS, RunContext
+from purchases.pipeline import PIPELINE, task
+from purchases.steps import RunContext
 from purchases.storage import Lake, parse_bronze_path
 
-STEPS: tuple[str, ...] = (*STEP_FUNCTIONS, "all")
+STEPS: tuple[str, ...] = (*(t.name for t in PIPELINE), "all")
 SETTING_ARGS: tuple[str, ...] = (
-    "lake", "database_url", "database_password_file", "fx_rates", "max_amount", "home",
-    "engine", "memory_limit",
+    "lake", "database_url", "database_password_file", "database_secret_arn", "fx_rates",
+    "max_amount", "home", "engine", "memory_limit",
 )
 RUN_ARGS: tuple[str, ...] = ("step", "run_id", "year", "month", "day", "s3_path")
 OPTIONAL_ARGS: tuple[str, ...] = (*RUN_ARGS, *SETTING_ARGS)
@@ -174,58 +172,22 @@ def run(args: dict[str, str | None]) -> dict[str, Any]:
 
     run_id = args.get("run_id") or derived_run_id(day, rel)
     ctx = RunContext(settings, lake, run_id, only)
-    record = _record(lake, run_id, day, args.get("s3_path"), only)
-    entry = next(s for s in record.steps if s.step == step)
-    entry.status, entry.started_at = "running", _now()
-    entry.attempts += 1
-    entry.parameters = {"year": args.get("year"), "month": args.get("month"),
-                        "day": args.get("day"), "s3_path": args.get("s3_path")}
-    record.status = "running"
-    history.save(lake, record)
-    started = time.perf_counter()
-    try:
-        if step == "bronze_to_silver":
-            # The start of a run: finish publications a dead run left and drop staging no
-            # commit names (one execution at a time, so none of it belongs to a live run).
-            catalog.recover(lake, catalog.load_commits(lake))
-        result = STEP_FUNCTIONS[step](ctx)
-    except Exception as exc:
-        entry.status, entry.error_class, entry.error = "failed", type(exc).__name__, str(exc)
-        entry.seconds = round(time.perf_counter() - started, 3)
-        record.status, record.failed_step = "failed", step
-        record.error_class, record.error = entry.error_class, entry.error
-        record.finished_at = _now()
-        history.save(lake, record)
-        raise
-    entry.status, entry.counts = "succeeded", result.counts
-    entry.seconds = round(time.perf_counter() - started, 3)
-    if result.files:
-        record.files = [asdict(f) | {"file_id": f.file_id} for f in result.files]
+    d = day or datetime.now(UTC).date()
+    run_in = {"year": f"{d:%Y}", "month": f"{d:%m}", "day": f"{d:%d}",
+              "s3_path": args.get("s3_path")}
+    record = step_runner.load_or_start(lake, run_id, PIPELINE, trigger="glue",
+                                       run_input=run_in, requested_files=only)
+    if step == PIPELINE[0].name:
+        # The start of a run: finish publications a dead run left and drop staging no
+        # commit names (one execution at a time, so none of it belongs to a live run).
+        commit_log.recover(lake, commit_log.load_commits(lake))
+    # Step Functions retries by invoking the job again: one attempt per process.
+    result = step_runner.run_step(task(step), ctx, record, retry=False)
     if step == PIPELINE[-1].name:
-        record.status, record.finished_at = "succeeded", _now()
-    record.seconds = round(sum(s.seconds for s in record.steps), 3)
-    history.save(lake, record)
+        step_runner.finish(lake, record, "succeeded")
+    entry = next(s for s in record.steps if s.step == step)
     return {"step": step, "run_id": run_id, "status": entry.status, "counts": result.counts,
             "files": [f.path for f in result.files], "seconds": entry.seconds}
-
-
-def _record(lake: Lake, run_id: str, day: date | None, s3_path: str | None,
-            only: list[str] | None) -> RunRecord:
-    """This execution's run record (history), created by its first step."""
-    record = history.load(lake, run_id)
-    if record is None:
-        d = day or datetime.now(UTC).date()
-        record = RunRecord(
-            run_id=run_id, trigger="glue", started_at=_now(),
-            steps=[StepRun(t.name) for t in PIPELINE],
-            input={"year": f"{d:%Y}", "month": f"{d:%m}", "day": f"{d:%d}", "s3_path": s3_path},
-            requested_files=only,
-        )
-    return record
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

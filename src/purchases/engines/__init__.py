@@ -21,6 +21,14 @@ class Engine(Protocol):
 
         raw_rows: row_id (unique in the batch), source_file, ingestion_date and the input
         columns as text, picked by each file's header positions.
+
+        Each file's records are parsed from `BronzeFile.read_path` (the bronze file, or a copy
+        without its over-long records), never from `path`, which names the rows' source_file.
+
+        malformed_rows: source_file, ingestion_date, line_number (NULL where the parser
+        cannot tell), raw_line and reason: `malformed_row` for each record the CSV parser
+        rejected, `record_too_large` for each of the files' `oversized` records (line number
+        and text prefix as bronze found them).
         """
 
     def register_rows(

@@ -25,6 +25,9 @@ CSV reading, and how it matches DuckDB's (``strict_mode``) record by record:
 
 * RFC 4180 (``multiLine``, ``quote='"'``, ``escape='"'``), every field a string, a UTF-8 BOM
   dropped, empty lines skipped, ``.csv.gz`` decompressed by extension.
+* Records longer than PURCHASES_MAX_RECORD_BYTES never reach Spark: `bronze.inspect` cuts
+  them out into a sanitised copy (`BronzeFile.read_path`, read instead of the bronze file)
+  and they join `malformed_rows` as record_too_large, exactly as in the DuckDB engine.
 * A record whose field count differs from the header's is malformed. Spark's PERMISSIVE mode
   pads short records and truncates long ones but also fills the corrupt-record column with the
   record's text in both cases (checked by tests: too few, too many, whitespace-only line, a
@@ -43,6 +46,10 @@ Known, documented differences (Spark's parser cannot report them):
   a closing quote (``"ab"cd``), a quote left open inside a record's *last* field at the end of
   the file, or an open quote that a later quote in the file happens to close. DuckDB rejects
   those records as `malformed_row`.
+* A record over PURCHASES_MAX_RECORD_BYTES made only of short lines inside a quoted field,
+  in a file where an earlier quote inside an unquoted field (``5" screen``) upset the quote
+  parity of bronze's quick scan, is not cut out: DuckDB rejects it (``max_line_size``) as
+  `malformed_row`, Spark accepts it.
 """
 
 from __future__ import annotations
@@ -66,7 +73,7 @@ from typing import TYPE_CHECKING, Any
 import sqlglot
 from fsspec.core import url_to_fs
 
-from purchases.contract import INPUT_COLUMNS
+from purchases.contract import INPUT_COLUMNS, Reason
 from purchases.errors import PermanentError, TransientError
 
 if TYPE_CHECKING:
@@ -298,7 +305,7 @@ class SparkEngine:
         spark = self.spark
         self._sized_by_bronze = True
         self._input_bytes = 0
-        self._add_input(sum(_size(lake.url(f.path)) for f in files))
+        self._add_input(sum(_size(lake.url(f.read_path)) for f in files))
         columns = [*INPUT_COLUMNS]
         with _guard():
             parts = [self._read_csv(lake, f, i) for i, f in enumerate(files)]
@@ -321,7 +328,15 @@ class SparkEngine:
                 F.lit(None).cast("bigint").alias("line_number"),
                 # As DuckDB reports it: the record's text without surrounding line breaks.
                 F.regexp_replace(CORRUPT, r"^[\r\n]+|[\r\n]+$", "").alias("raw_line"),
+                F.lit(Reason.MALFORMED_ROW.value).alias("reason"),
             )
+            # Records bronze.inspect cut out of a file for being too long (never parsed here).
+            oversized = [(f.path, f.ingestion_date, r.line_number, r.prefix,
+                          Reason.RECORD_TOO_LARGE.value) for f in files for r in f.oversized]
+            if oversized:
+                malformed = malformed.unionByName(spark.createDataFrame(
+                    oversized, "source_file STRING, ingestion_date DATE, line_number BIGINT, "
+                               "raw_line STRING, reason STRING"))
             malformed.createOrReplaceTempView("malformed_rows")
 
     def _read_csv(self, lake: Lake, f: BronzeFile, index: int) -> DataFrame:
@@ -342,7 +357,7 @@ class SparkEngine:
                 ignoreTrailingWhiteSpace=False,
                 unescapedQuoteHandling="STOP_AT_DELIMITER",
             )
-            .csv(hadoop_path(lake.url(f.path), for_reading=True))
+            .csv(hadoop_path(lake.url(f.read_path), for_reading=True))
         )
         if scan.rdd.getNumPartitions() != 1:  # record positions below rely on it
             raise PermanentError(f"{f.path}: Spark split a multi-line CSV file; cannot number it")
@@ -485,7 +500,7 @@ def header_record_index(lake: Lake, f: BronzeFile) -> int:
     """
     if f.skip_lines == 0:
         return 0
-    with lake.open(f.path) as raw:
+    with lake.open(f.read_path) as raw:
         stream = gzip.GzipFile(fileobj=raw) if f.compressed else raw
         text = io.TextIOWrapper(stream, encoding="utf-8-sig", newline="")
         yielded = 0

@@ -33,11 +33,19 @@ CUSTOMERS_DIR = "_state/customers"
 PURCHASE_KEYS_DIR = "_state/purchase_keys"
 CHECKPOINT_EVERY = 20
 STATES_KEPT = 3  # customer-state snapshots kept (each batch writes a full one)
+REPROCESS_PREFIX = "reprocess:"
+"""Path prefix of a FileOutcome that counts quarantined rows re-validated by `purchases
+reprocess` (per original bronze file), not the processing of a bronze file."""
 
 
 @dataclass
 class FileOutcome:
-    """How one bronze file ended: row counts that add up to rows_in, or a whole-file reject."""
+    """How one bronze file ended: row counts that add up to rows_in, or a whole-file reject.
+
+    A reprocess batch records one entry per original bronze file of the rows it re-validated:
+    path `reprocess:<bronze path>`, no sha256, version `batch-<id>`. Such an entry never
+    marks (or unmarks) a bronze file as processed: see `is_reprocess`.
+    """
 
     path: str
     sha256: str
@@ -52,7 +60,14 @@ class FileOutcome:
     detail: str = ""
 
     @property
+    def is_reprocess(self) -> bool:
+        return self.path.startswith(REPROCESS_PREFIX)
+
+    @property
     def file_id(self) -> str:
+        if self.is_reprocess:
+            # Unique per reprocess batch: the same bronze file's rows may be re-validated again.
+            return f"{self.path}@{self.version}"
         return f"{self.path}#{self.sha256}"
 
     @property
@@ -124,8 +139,13 @@ def load_commits(lake: Lake) -> list[Commit]:
         commits.append(Commit.from_json(lake.read_json(rel)))
 
 
+def bronze_outcomes(commits: list[Commit]) -> list[FileOutcome]:
+    """How every processed bronze file ended (reprocess entries left out)."""
+    return [f for c in commits for f in c.files if not f.is_reprocess]
+
+
 def processed_file_ids(commits: list[Commit]) -> set[str]:
-    return {f.file_id for c in commits for f in c.files}
+    return {f.file_id for f in bronze_outcomes(commits)}
 
 
 def next_batch_id(commits: list[Commit]) -> int:

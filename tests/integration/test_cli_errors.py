@@ -1,0 +1,284 @@
+"""A careless user at the command line (issue 8, defects 5, 6, 8, 9): a real `purchases`
+subprocess each time, real files, the documented exit code and one literal line of error."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+PURCHASES = str(Path(sys.executable).with_name("purchases"))
+HEADER = "customer_id,first_name,last_name,email,purchase_id,purchase_date,amount,currency\n"
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("PURCHASES_")}
+    return {**clean, "PURCHASES_HOME": str(tmp_path / "home"), "COLUMNS": "200"}
+
+
+@pytest.fixture
+def cli(tmp_path: Path, env: dict[str, str]):
+    def run(*args: str, expect: int = 0, **extra: str) -> subprocess.CompletedProcess:
+        proc = subprocess.run([PURCHASES, *args], capture_output=True, text=True,
+                              env={**env, **extra}, cwd=tmp_path, timeout=120)
+        assert proc.returncode == expect, (proc.stdout, proc.stderr)
+        assert "Traceback" not in proc.stderr + proc.stdout
+        return proc
+
+    return run
+
+
+@pytest.fixture
+def in_process(tmp_path: Path, env: dict[str, str], monkeypatch, capsys):
+    """`purchases.cli.main` in this process (fast: no interpreter start) -> code, out, err."""
+    from purchases import cli as cli_module
+
+    for key in [k for k in os.environ if k.startswith("PURCHASES_")]:
+        monkeypatch.delenv(key)
+    monkeypatch.setenv("PURCHASES_HOME", env["PURCHASES_HOME"])
+    monkeypatch.chdir(tmp_path)
+
+    def run(*args: str, width: int = 200) -> tuple[int, str, str]:
+        monkeypatch.setattr(cli_module.out, "width", width)  # as COLUMNS does for a process
+        try:
+            code = cli_module.main(list(args))
+        except SystemExit as exc:
+            code = exc.code
+        out, err = capsys.readouterr()
+        return int(code or 0), out, err
+
+    return run
+
+
+def one_error_line(proc: subprocess.CompletedProcess) -> str:
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: "), proc.stderr
+    return lines[0]
+
+
+def write_csv(path: Path, *rows: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(HEADER + "".join(r + "\n" for r in rows), encoding="utf-8", newline="")
+    return path
+
+
+# --- 5. demo never writes into real data ------------------------------------------------------
+
+
+def test_demo_refuses_a_home_that_holds_data(in_process, tmp_path: Path) -> None:
+    write_csv(tmp_path / "in" / "real.csv", "1,Ann,Lee,ann@x.io,100,2024-01-10,16.00,AUD")
+    assert in_process("ingest", "in", "--date", "2024-01-15")[0] == 0
+    assert in_process("run")[0] == 0
+
+    code, _, err = in_process("demo", "--days", "1", "--rows", "50")
+    assert code == 1
+    assert err.startswith("Error: demo writes sample data only into a new or empty home")
+    assert str(tmp_path / "home") in err and "--home" in err and len(err.splitlines()) == 1
+
+    code, out, _ = in_process("top", "--format", "json")
+    assert json.loads(out) == [{"customer_id": 1, "full_name": "Ann Lee", "email": "ann@x.io",
+                                "total_spent_aud": "16.00"}]
+    code, out, _ = in_process("runs", "--format", "json")
+    assert [r["trigger"] for r in json.loads(out)] == ["cli"]
+
+
+def test_demo_refuses_a_configured_database_or_lake(in_process, tmp_path: Path,
+                                                     monkeypatch) -> None:
+    # Refused before connecting: the port is closed, and the password is never shown.
+    monkeypatch.setenv("PURCHASES_DATABASE_URL",
+                       "postgresql+psycopg://postgres:sekret@127.0.0.1:1/prod")
+    code, _, err = in_process("demo", "--days", "1", "--rows", "50")
+    assert code == 1 and len(err.splitlines()) == 1
+    assert "PURCHASES_DATABASE_URL" in err and "--home" in err and "sekret" not in err
+    monkeypatch.delenv("PURCHASES_DATABASE_URL")
+
+    code, _, err = in_process("--lake", str(tmp_path / "real-lake"), "demo", "--rows", "50")
+    assert code == 1 and "PURCHASES_LAKE" in err
+    assert not (tmp_path / "real-lake").exists() and not (tmp_path / "home").exists()
+
+
+def test_demo_runs_in_an_empty_home(in_process, tmp_path: Path) -> None:
+    (tmp_path / "home").mkdir()
+    code, out, err = in_process("demo", "--days", "1", "--rows", "50")
+    assert code == 0, err
+    assert "Top 5 customers" in out and "rows=50" in out
+
+
+# --- 6. data is shown literally -------------------------------------------------------------
+
+
+def test_markup_and_control_characters_in_data_are_shown_literally(
+    in_process, tmp_path: Path
+) -> None:
+    write_csv(
+        tmp_path / "in" / "[bold]f.csv",
+        "1,Ann[/],Lee,ann@x.io,100,2024-01-10,16.00,AUD",
+        "2,[bold]Bo,Zed,bo@x.io,101,2024-01-10,10.00,AUD",
+        "3,Esc\x1b[2J,X,e@x.io,102,2024-01-10,-1,AUD",
+    )
+    code, out, _ = in_process("ingest", "in", "--date", "2024-01-15")
+    assert code == 0 and "day=15/[bold]f.csv" in out
+    code, out, _ = in_process("run")
+    assert code == 0 and "[bold]f.csv" in out and "negative_amount=1" in out
+
+    code, out, err = in_process("top")
+    assert code == 0, err
+    assert "Ann[/] Lee" in out and "[bold]Bo Zed" in out and "16.00" in out
+
+    code, out, _ = in_process("rejects", width=400)
+    assert code == 0 and "[bold]f.csv" in out
+    assert "\x1b" not in out  # the raw field cannot clear the screen ...
+    assert "Esc\\x1b[2J" in out  # ... it is shown as a visible escape
+
+    code, out, _ = in_process("query", 'SELECT 1 AS "[/]", \'[red]x\' AS v')
+    assert code == 0 and "[/]" in out and "[red]x" in out
+    code, _, err = in_process("runs", "show", "[/]")
+    assert (code, err) == (1, "Error: no run '[/]' (see `purchases runs`)\n")
+
+
+def test_a_narrow_terminal_hides_no_part_of_a_value(in_process, tmp_path: Path) -> None:
+    write_csv(tmp_path / "in" / "a.csv",
+              "1,Siobhán,Smith-Jones,siobhan_smithjones.1078@icloud.com,100,2024-01-10,"
+              "58682.33,AUD")
+    assert in_process("ingest", "in", "--date", "2024-01-15")[0] == 0
+    assert in_process("run", width=40)[0] == 0
+    code, out, _ = in_process("top", width=40)
+    assert code == 0 and "…" not in out
+    assert "58682.33" in out and "Siobhán Smith-Jones" in out
+    assert "siobhan_smithjones.1078@icloud.com" in out.replace(" ", "").replace("\n", "")
+
+
+def test_query_renders_blobs_and_nested_values(in_process) -> None:
+    code, out, err = in_process("query", "SELECT 'x'::BLOB AS b, [1.50::DECIMAL(4,2)] AS l, "
+                                "'nan'::DOUBLE AS d", "--format", "json")
+    assert code == 0, err
+    assert json.loads(out) == [{"b": "78", "l": ["1.50"], "d": "nan"}]
+    code, out, err = in_process("query", "SELECT 'x'::BLOB AS b", "--format", "csv")
+    assert (code, out) == (0, "b\n78\n"), err
+
+
+# --- 8. no ingestion date in the future -----------------------------------------------------
+
+
+def test_a_future_ingestion_date_is_a_usage_error(in_process, tmp_path: Path) -> None:
+    write_csv(tmp_path / "in" / "f.csv", "1,Ann,Lee,ann@x.io,100,2098-06-01,16.00,AUD")
+    before = datetime.now(UTC).date()
+    code, _, err = in_process("ingest", "in", "--date", "2099-01-01")
+    after = datetime.now(UTC).date()
+    assert code == 2
+    assert "--date" in err and "2099-01-01" in err
+    assert f"today ({before}" in err or f"today ({after}" in err
+    assert not (tmp_path / "home" / "lake" / "bronze" / "year=2099").exists()
+
+    assert in_process("ingest", "in", "--date", str(before))[0] == 0  # today is fine ...
+    assert in_process("run")[0] == 0
+    code, out, _ = in_process("rejects", "--format", "json")
+    assert [r["reason"] for r in json.loads(out)] == ["future_purchase_date"]  # ... rule holds
+
+
+# --- 9. every mistake: the documented exit code and a message naming the fix -----------------
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("ingest", ".", "--date", "2024-13-45"), "'2024-13-45' is not a date YYYY-MM-DD"),
+        (("rejects", "--date", "yesterday"), "'yesterday' is not a date"),
+        (("generate", "--out", "g", "--start", "2024-99-01"), "--start"),
+        (("top", "-n", "99999999999999999999"), "less than or equal to 1000000"),
+        (("rejects", "--limit", "99999999999999999999"), "--limit"),
+        (("runs", "--limit", "99999999999999999999"), "--limit"),
+        (("generate", "--out", "g", "--rows", "99999999999999999999"), "--rows"),
+        (("generate", "--out", "g", "--start", "9999-12-30", "--days", "5"), "past 9999-12-31"),
+        (("query", ""), "the SQL is empty"),
+        (("query", "  \n "), "the SQL is empty"),
+        (("top", "--format", "xml"), "--format"),
+        (("watch", "a-file.csv"), "is a file"),
+    ],
+)
+def test_usage_errors_exit_2(in_process, tmp_path: Path, args, message) -> None:
+    (tmp_path / "a-file.csv").write_text(HEADER)
+    code, _, stderr = in_process(*args)
+    assert code == 2, stderr
+    assert message in stderr and "unexpected" not in stderr and "Traceback" not in stderr
+
+
+def test_an_unusable_home_fails_fast_naming_it(cli, tmp_path: Path) -> None:
+    (tmp_path / "a-file").write_text("")
+    line = one_error_line(cli("--home", str(tmp_path / "a-file"), "run", expect=1))
+    assert f"home {tmp_path / 'a-file'} is a file" in line and "PURCHASES_HOME" in line
+    if Path("/proc/1").is_dir():  # root may write nearly anywhere, but never in /proc
+        line = one_error_line(cli("--home", "/proc/1", "run", expect=1))  # no longer hangs
+        assert "home /proc/1 is not a writable folder" in line and "--home" in line
+
+
+@pytest.mark.postgres
+@pytest.mark.slow
+def test_sigint_during_gold_to_staging_says_how_to_resume(
+    tmp_path: Path, env: dict[str, str], postgres_url: str
+) -> None:
+    """Ctrl-C while the serving load waits on a table lock: exit 130 and one line saying
+    `purchases run` resumes; it does, once the lock is gone."""
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    server = make_url(postgres_url).set(drivername="postgresql")
+    db = f"h3_sigint_{uuid.uuid4().hex[:8]}"  # our own database: the lock blocks no one else
+    admin = psycopg.connect(server.set(database="postgres").render_as_string(False),
+                            autocommit=True)
+    admin.execute(f"CREATE DATABASE {db}")
+    try:
+        env = {**env, "PURCHASES_DATABASE_URL": str(make_url(postgres_url).set(database=db))}
+
+        def purchases(*args: str) -> subprocess.CompletedProcess:
+            return subprocess.run([PURCHASES, *args], capture_output=True, text=True, env=env,
+                                  cwd=tmp_path, timeout=120)
+
+        assert purchases("db", "upgrade").returncode == 0
+        write_csv(tmp_path / "in" / "a.csv", "1,Ann,Lee,ann@x.io,100,2024-01-10,16.00,AUD")
+        assert purchases("ingest", "in", "--date", "2024-01-15").returncode == 0
+        with psycopg.connect(server.set(database=db).render_as_string(False)) as locker:
+            locker.execute("LOCK TABLE customer_purchase_summary_staging IN ACCESS EXCLUSIVE MODE")
+            proc = subprocess.Popen(
+                [PURCHASES, "run"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                env=env, cwd=tmp_path,
+                # Python (and pytest under a shell's background job) may ignore SIGINT.
+                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+            )
+            waiting = "SELECT count(*) FROM pg_stat_activity WHERE datname = %s " \
+                      "AND wait_event_type = 'Lock'"
+            for _ in range(1200):  # until the run waits on the lock (not a timing assertion)
+                if admin.execute(waiting, [db]).fetchone()[0] or proc.poll() is not None:
+                    break
+                time.sleep(0.05)
+            proc.send_signal(signal.SIGINT)
+            _, stderr = proc.communicate(timeout=60)
+            locker.rollback()
+        assert proc.returncode == 130, stderr
+        assert stderr.strip().splitlines() == [
+            "Interrupted (Ctrl-C): the run stopped; `purchases run` resumes it."
+        ]
+        assert purchases("run").returncode == 0
+        top = json.loads(purchases("top", "--format", "json").stdout)
+        assert [(t["customer_id"], t["total_spent_aud"]) for t in top] == [(1, "16.00")]
+    finally:
+        admin.execute(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
+        admin.close()
+
+
+def test_every_terminal_control_character_becomes_a_visible_escape() -> None:
+    from purchases.render import literal, one_line
+
+    assert literal("a\x00b\rc\x1b[2J\x9b\x7fé") == "a\\x00b\\x0dc\\x1b[2J\\x9b\\x7fé"
+    assert one_line("Catalog Error: no table x!\n\nLINE 1: \x1b]0;t\x07") == (
+        "Catalog Error: no table x! LINE 1: \\x1b]0;t\\x07"
+    )
