@@ -144,6 +144,7 @@ def inspect(
     *,
     max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
     scratch: str = "_runs/.inspect",
+    sanitise: bool = True,
 ) -> BronzeFile:
     """Hash a bronze file, check it is UTF-8 text, and map its header to the input columns.
 
@@ -159,6 +160,15 @@ def inspect(
     record: DuckDB 2.0 drops a line over max_line_size and over 32 MiB without a trace
     (smaller ones it rejects as malformed), and Spark has no bound at all.
 
+    The same pass notices mixed line endings (`_LineEndings`: more than one of LF, CRLF and
+    a bare CR in the file). DuckDB's strict parser takes the first record's line break as
+    the file's and fails the whole read on another one outside quotes, and Spark detects one
+    per file too, so such a file is also read from a copy, in which every line break is LF:
+    records end at LF, CRLF or a bare CR outside quotes (as Python's csv splits them), and
+    what lies between is parsed as usual (a broken record is malformed_row). A clean file
+    (one kind of line break) is read in place. With `sanitise` False (a read-only caller)
+    no copy is written and the file is returned as it is.
+
     Raises:
         TransientError: the sanitised copy cannot be written to the lake.
     """
@@ -168,15 +178,16 @@ def inspect(
     inflate = zlib.decompressobj(wbits=31) if compressed else None
     base = BronzeFile(obj.path, obj.ingestion_date, "", compressed)
     check = _LengthCheck(max_record_bytes)
+    endings = _LineEndings()
     bad_utf8: str | None = None
     try:
         with lake.open(obj.path) as fh:
             while chunk := fh.read(_CHUNK):
                 digest.update(chunk)
                 if bad_utf8 is None:
-                    bad_utf8 = _check_text(decoder, inflate, chunk, check)
+                    bad_utf8 = _check_text(decoder, inflate, chunk, check, endings)
             if bad_utf8 is None:
-                bad_utf8 = _check_text(decoder, inflate, b"", check)
+                bad_utf8 = _check_text(decoder, inflate, b"", check, endings)
         if inflate is not None and not inflate.eof:
             raise EOFError("truncated or corrupt gzip data")
         if bad_utf8 is None:
@@ -188,8 +199,8 @@ def inspect(
     try:
         found = _read_header(lake, base, digest.hexdigest())
         found = dataclasses.replace(found, max_record_bytes=max_record_bytes)
-        if found.rejection is None and check.found:
-            found = _sanitise(lake, found, scratch)
+        if found.rejection is None and sanitise and (check.found or endings.mixed):
+            found = _sanitise(lake, found, scratch, keep_copy=endings.mixed)
         return found
     except csv.Error as exc:  # a header field over csv's limit (131072 characters)
         return _reject(base, digest, FileRejection.UNREADABLE, f"cannot read its header: {exc}")
@@ -210,13 +221,50 @@ def _plain(inflate, chunk: bytes) -> Iterator[bytes]:
         data = inflate.decompress(inflate.unconsumed_tail, _CHUNK)
 
 
-def _check_text(decoder, inflate, chunk: bytes, check: _LengthCheck) -> str | None:
+def _check_text(
+    decoder, inflate, chunk: bytes, check: _LengthCheck, endings: _LineEndings
+) -> str | None:
     for data in _plain(inflate, chunk):
         error = _utf8_error(decoder, data)
         if error:
             return error
         check.feed(data)
+        endings.feed(data)
     return None
+
+
+class _LineEndings:
+    """Tells whether a file mixes line breaks (LF, CRLF, bare CR), at C speed.
+
+    Bytes are counted wherever they are, quoted fields included: a quoted line break of
+    another kind only costs the file a normalised copy, which reads the same. A file without
+    any CR (the common case) costs one memchr per piece.
+    """
+
+    def __init__(self) -> None:
+        self.lf = self.cr = self.crlf = 0
+        self._lf_seen = False
+        self._ends_cr = False  # the last piece ended on CR (a CRLF may straddle pieces)
+
+    def feed(self, data: bytes) -> None:
+        if not data:
+            return
+        if b"\r" not in data and not self._ends_cr:
+            if not self._lf_seen and b"\n" in data:
+                self._lf_seen = True
+            return
+        self.cr += data.count(b"\r")
+        self.lf += data.count(b"\n")
+        self.crlf += data.count(b"\r\n") + (self._ends_cr and data[0] == _LF)
+        self._ends_cr = data[-1] == _CR
+
+    @property
+    def mixed(self) -> bool:
+        if not self.cr:  # LF only (or no line break at all)
+            return False
+        # An LF in a piece without CR (its predecessor not ending on one) is a bare LF.
+        bare_lf = self._lf_seen or self.lf > self.crlf
+        return (self.cr > self.crlf) + bare_lf + (self.crlf > 0) > 1
 
 
 def _utf8_error(decoder, data: bytes, final: bool = False) -> str | None:
@@ -306,11 +354,12 @@ class _RecordCutter:
     A quote opens a quoted field only at a field's start (elsewhere it is a literal
     character, as DuckDB, Spark and Python's csv read it); inside one, a doubled quote is a
     quote and a single one closes it. A record ends at CR, LF or CRLF outside quotes.
-    Memory: one record of at most `limit` bytes plus one piece.
+    With `normalise`, every line break kept (quoted ones too) is written as LF, so the
+    output has one kind only. Memory: one record of at most `limit` bytes plus one piece.
     """
 
-    def __init__(self, limit: int, keep: int) -> None:
-        self.limit, self.keep = limit, keep
+    def __init__(self, limit: int, keep: int, *, normalise: bool = False) -> None:
+        self.limit, self.keep, self.normalise = limit, keep, normalise
         self.cut: list[OversizedRecord] = []
         self.longest_kept = 0  # of the first `keep` records
         self._out: list[bytes] = []
@@ -337,7 +386,7 @@ class _RecordCutter:
         while i < n:
             if self._after_cr is not None:
                 if data[i] == _LF:  # the LF of a CRLF: part of the line break just seen
-                    if self._after_cr:
+                    if self._after_cr and not self.normalise:
                         self._out.append(b"\n")
                     self._prev, i = _LF, i + 1
                 self._after_cr = None
@@ -398,7 +447,7 @@ class _RecordCutter:
         self._size += len(data)
         if not self._too_long:
             if self._size <= self.limit or self._index < self.keep:
-                self._record += data
+                self._record += self._normalised(data) if self.normalise else data
             else:
                 self._too_long = True
                 self._prefix = bytes(self._record[:RAW_PREFIX_BYTES])
@@ -411,6 +460,14 @@ class _RecordCutter:
             self._line -= 1
         self._prev = data[-1]
 
+    def _normalised(self, data: bytes) -> bytes:
+        """Quoted line breaks as LF; called before `_prev` moves past data."""
+        if self._prev == _CR and data[0] == _LF:
+            data = data[1:]  # a CRLF split between pieces: its CR was written as LF
+        if b"\r" in data:
+            data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        return data
+
     def _end_record(self, line_break: int | None) -> None:
         kept = not self._too_long
         if self._index < self.keep:
@@ -418,7 +475,7 @@ class _RecordCutter:
         if kept:
             self._out.append(bytes(self._record))
             if line_break is not None:
-                self._out.append(bytes((line_break,)))
+                self._out.append(b"\n" if self.normalise else bytes((line_break,)))
         else:
             prefix = self._prefix.decode("utf-8", "ignore")  # a character cut in two goes
             self.cut.append(OversizedRecord(self._start_line, self._size, prefix))
@@ -431,15 +488,16 @@ class _RecordCutter:
         self._start_line = self._line
 
 
-def _sanitise(lake: Lake, f: BronzeFile, scratch: str) -> BronzeFile:
-    """Copy the file without its records over the bound, recording what was cut out.
+def _sanitise(lake: Lake, f: BronzeFile, scratch: str, *, keep_copy: bool = False) -> BronzeFile:
+    """Copy the file without its records over the bound, every line break as LF, recording
+    what was cut out.
 
     Returns the file unchanged when there is nothing to cut (a stray quote misled the fast
-    check), and rejected whole when its header (or a blank line before it) is that long:
-    no engine could parse it.
+    check) unless `keep_copy` (its line breaks needed normalising), and rejected whole when
+    its header (or a blank line before it) is that long: no engine could parse it.
     """
     target = f"{scratch}/{f.sha256[:16]}.csv"
-    cutter = _RecordCutter(f.max_record_bytes, keep=f.skip_lines + 1)
+    cutter = _RecordCutter(f.max_record_bytes, keep=f.skip_lines + 1, normalise=True)
     inflate = zlib.decompressobj(wbits=31) if f.compressed else None
     try:
         lake.makedirs(scratch)
@@ -459,7 +517,7 @@ def _sanitise(lake: Lake, f: BronzeFile, scratch: str) -> BronzeFile:
         return _reject(f, f.sha256, FileRejection.UNREADABLE,
                        f"its header row is {cutter.longest_kept} bytes long, more than "
                        f"PURCHASES_MAX_RECORD_BYTES ({f.max_record_bytes})")
-    if not cutter.cut:
+    if not cutter.cut and not keep_copy:
         lake.remove(target)
         return f
     return dataclasses.replace(

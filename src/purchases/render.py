@@ -121,6 +121,10 @@ def render_rows(
             writer.writerow([shown(_cell(r.get(c))) for c in columns])
         console.file.write(buf.getvalue())
         return
+    if not rows:
+        # An empty table squeezed to the terminal is only a wall of folded headers.
+        console.print(text(f"{title}: no rows" if title else "no rows"))
+        return
     cells = [[text(_cell(r.get(c))) for c in columns] for r in rows]
     heads = [text(c) for c in columns]
     numeric = [bool(rows) and isinstance(rows[0].get(c), int | Decimal) for c in columns]

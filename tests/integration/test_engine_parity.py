@@ -11,6 +11,8 @@ Documented differences (see purchases/engines/spark_engine.py):
   it is compared separately below.
 * Quoting errors Spark's parser repairs, and CRLF inside a quoted field of a *rejected* row:
   pinned by the strict-xfail tests at the end of this module.
+Mixed line endings (edge_mixed_eol.csv) are not a difference: both engines read bronze's
+LF-only copy of such a file.
 """
 
 from __future__ import annotations
@@ -169,6 +171,19 @@ EDGE_TOO_LARGE = "\n".join([  # records over the default bound (1 MiB): record_t
     '900051,"Still\nquoted",Row,b4@x.io,9600004,2024-01-16,4.00,AUD',
 ]) + "\n"
 
+# Every kind of line break in one file (concatenated exports): bronze reads it from a copy
+# with LF only, so both engines split it alike. The bare CR inside `C\r` ends a record there:
+# its two pieces are malformed; quoted line breaks of any kind stay in their field.
+EDGE_MIXED_EOL = (
+    HEADER + "\r\n"
+    "900060,Mixed,One,m1@x.io,9700001,2024-01-16,1.00,AUD\n"
+    "900060,Mixed,Two,m2@x.io,9700002,2024-01-16,2.00,AUD\r"
+    '900060,"Mixed\r\nThree",Lee,m3@x.io,9700003,2024-01-16,3.00,AUD\r\n'
+    '900060,"Mixed\rFour",Lee,m4@x.io,9700004,2024-01-16,4.00,AUD\n'
+    "900061,Stray,C\r,r@x.io,9700005,2024-01-16,5.00,AUD\n"
+    "900060,Mixed,Six,m6@x.io,9700006,2024-01-16,6.00,AUD\r\n"
+)
+
 MISSING_COLUMN = "customer_id,first_name,last_name,email,purchase_id,purchase_date,amount\n1,a,b,c,2,2024-01-01,3\n"  # noqa: E501
 
 
@@ -194,6 +209,7 @@ def build_inputs(root: Path) -> dict[str, list[tuple[Path, date]]]:
         (write_file(e / "d16" / "edge_dups.csv", EDGE_DUPS), D16),
         (write_file(e / "d16" / "edge_too_large.csv", EDGE_TOO_LARGE), D16),
         (write_file(e / "d16" / "edge_dups2.csv", EDGE_DUPS2), D16),
+        (write_file(e / "d16" / "edge_mixed_eol.csv", EDGE_MIXED_EOL), D16),
     ]
     run2 = [p for p in gen if p[1] == D17] + [
         (write_file(e / "d17" / "edge_run2.csv", EDGE_RUN2), D17),

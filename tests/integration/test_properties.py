@@ -58,12 +58,11 @@ PROPERTY_SETTINGS = settings(
     phases=(Phase.explicit, Phase.generate, *((Phase.shrink,) if SHRINK else ())),
 )
 
-# Known defect (see test_stray_line_ending_does_not_stop_the_pipeline): a CR or LF outside
-# quotes that is not the file's own line ending (a bare CR in a field, an LF-only record in a
-# CRLF file) fails the whole run. Until it is fixed the generator writes no such thing (no
-# mixed line endings, no CR/LF in files whose stray quotes may unquote them), so the other
-# properties keep being checked. Set to False once fixed.
-AVOID_STRAY_LINE_ENDINGS = True
+# Was a known defect (see test_stray_line_ending_does_not_stop_the_pipeline): a CR or LF
+# outside quotes that is not the file's own line ending failed the whole run. Fixed (bronze
+# reads such a file from a copy with LF line breaks only); True makes the generator write no
+# mixed line endings again, to look at another failure on its own.
+AVOID_STRAY_LINE_ENDINGS = False
 
 INGESTION_DAY = date(2024, 1, 15)
 
@@ -615,9 +614,6 @@ def run_one_file(tmp_path: Path, data: bytes, name: str = "f.csv"):
     return cfg, lake, run_pipeline(cfg, sleep=lambda _: None)
 
 
-@pytest.mark.xfail(strict=True, reason="known defect: DuckDB's strict CSV parser fails the "
-                   "whole run on a CR or LF outside quotes that is not the file's line ending "
-                   "(owner: engines CSV reading)")
 @pytest.mark.parametrize(
     "head_eol, bad, eol",
     [("\n", "1,2\r,3,4,5,6,7,8", "\n"),  # a bare CR inside an unquoted field

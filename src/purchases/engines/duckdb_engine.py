@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import errno
+import json
+import os
+import re
 import tempfile
 from typing import TYPE_CHECKING, Any
 
@@ -9,6 +13,7 @@ import duckdb
 
 from purchases.contract import INPUT_COLUMNS, Reason
 from purchases.errors import PermanentError, TransientError
+from purchases.storage import lake_write_error
 
 if TYPE_CHECKING:
     from purchases.bronze import BronzeFile
@@ -37,11 +42,14 @@ class DuckDBEngine:
             "memory_limit": memory_limit,
             # Never fetch an extension at run time: parquet/json ship inside the wheel.
             "autoinstall_known_extensions": False,
+            "autoload_known_extensions": False,
             "preserve_insertion_order": False,
             "temp_directory": temp_directory or tempfile.gettempdir(),
         }
         if threads:
             config["threads"] = threads
+        self.lake = lake
+        self.temp_directory = config["temp_directory"]
         self.con = duckdb.connect(":memory:", config=config)
         if lake is not None and not lake.is_local:
             # Object stores go through the lake's fsspec file system: no httpfs download.
@@ -148,22 +156,95 @@ class DuckDBEngine:
         try:
             return self.con.execute(sql).fetchall()
         except duckdb.Error as exc:
-            raise _translate(exc) from exc
+            raise _translate(exc, self.lake, self.temp_directory) from exc
 
     def _run(self, sql: str) -> None:
         try:
             self.con.execute(sql)
         except duckdb.Error as exc:
-            raise _translate(exc) from exc
+            raise _translate(exc, self.lake, self.temp_directory) from exc
 
     def close(self) -> None:
         self.con.close()
 
 
-def _translate(exc: duckdb.Error) -> Exception:
-    """Driver errors become the product's: I/O hiccups are transient, the rest permanent."""
+# DuckDB names the file in its I/O errors: `... file "PATH": <strerror>`, and for an
+# asynchronous write it adds a JSON object with "errno" (`Async write failed ...: {...}`).
+_FILE_ERROR = re.compile(r'file "(?P<path>(?:[^"\\]|\\.)*)": (?P<reason>[^"{}]+?)\s*$')
+_JSON_ERROR = re.compile(r"\{.*\}")
+# Errors DuckDB reports only by their text: errno by strerror (the C library's wording).
+_BY_STRERROR = {
+    os.strerror(code): code
+    for code in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES,
+                 errno.EPERM)
+}
+_MAX_MESSAGE = 300
+
+
+def _os_error(message: str) -> OSError | None:
+    """The OSError behind a DuckDB I/O error message (errno and file), or None."""
+    code: int | None = None
+    text = message
+    found = _JSON_ERROR.search(message)
+    if found:
+        try:
+            detail = json.loads(found.group(0))
+        except ValueError:
+            detail = None
+        if isinstance(detail, dict):
+            text = str(detail.get("exception_message", message))
+            if str(detail.get("errno", "")).isdigit():
+                code = int(detail["errno"])
+    named = _FILE_ERROR.search(text)
+    if named is None:
+        return None
+    path = named.group("path").replace('\\"', '"')
+    reason = named.group("reason").strip()
+    if code is None:
+        code = _BY_STRERROR.get(reason)
+    if code is None:
+        return None
+    return OSError(code, os.strerror(code), path)
+
+
+def _write_error(
+    exc: duckdb.Error, lake: Lake | None, temp_directory: str | None
+) -> Exception | None:
+    """A permanent write failure (disk full, file too large, read-only, forbidden) as the
+    lake's one-line error, or None when the message shows none: retrying cannot help those,
+    so they must not be retried as I/O hiccups."""
+    found = _os_error(str(exc).splitlines()[0])
+    if found is None:
+        return None
+    path = str(found.filename)
+    if lake is not None and lake.is_local:
+        root = os.path.abspath(lake.root)
+        full = os.path.abspath(path)
+        if os.path.commonpath([root, full]) == root:
+            return lake_write_error(found, lake.uri, "write", os.path.relpath(full, root))
+    # A file outside the lake: DuckDB's spill files (temp_directory, from TMPDIR) mostly.
+    spill = bool(temp_directory) and os.path.abspath(path).startswith(
+        os.path.abspath(temp_directory or ""))
+    where = temp_directory if spill else os.path.dirname(path) or "."
+    translated = lake_write_error(found, where, "write", path)
+    if translated is None:
+        return None
+    what = f"DuckDB's temporary files in {where} (TMPDIR)" if spill else where
+    return type(translated)(str(translated).replace(f"lake {where}", what, 1))
+
+
+def _translate(
+    exc: duckdb.Error, lake: Lake | None = None, temp_directory: str | None = None
+) -> Exception:
+    """Driver errors become the product's: I/O hiccups are transient, a write that cannot
+    succeed (no space, file too large, read-only, no permission) and the rest permanent."""
     message = str(exc).splitlines()[0]
+    if len(message) > _MAX_MESSAGE:  # a CSV error can quote a huge line
+        message = message[:_MAX_MESSAGE] + "..."
     if isinstance(exc, duckdb.IOException | duckdb.HTTPException):
+        translated = _write_error(exc, lake, temp_directory)
+        if translated is not None:
+            return translated
         return TransientError(f"DuckDB I/O error: {message}")
     if isinstance(exc, duckdb.OutOfMemoryException):
         return PermanentError(f"DuckDB ran out of memory ({message}); raise PURCHASES_MEMORY_LIMIT")

@@ -28,6 +28,8 @@ CSV reading, and how it matches DuckDB's (``strict_mode``) record by record:
 * Records longer than PURCHASES_MAX_RECORD_BYTES never reach Spark: `bronze.inspect` cuts
   them out into a sanitised copy (`BronzeFile.read_path`, read instead of the bronze file)
   and they join `malformed_rows` as record_too_large, exactly as in the DuckDB engine.
+* A file mixing line breaks (LF, CRLF, bare CR) is read from bronze's copy with LF only
+  (`read_path` again): Spark, like DuckDB, would take one line break per file.
 * A record whose field count differs from the header's is malformed. Spark's PERMISSIVE mode
   pads short records and truncates long ones but also fills the corrupt-record column with the
   record's text in both cases (checked by tests: too few, too many, whitespace-only line, a
