@@ -56,7 +56,7 @@ class Settings(BaseSettings):
 
     glue_database: str | None = None
     """Glue Data Catalog database the lake's silver, quarantine and gold tables are registered
-    in after each commit, for Athena (needs an s3:// lake and boto3); unset: no catalog."""
+    in after each commit, for Athena (needs an s3:// lake and the s3 extra); unset: no catalog."""
 
     glue_table_prefix: str = ""
     """Prefix of the Glue table names (`<prefix>silver`, `<prefix>quarantine`, `<prefix>gold`),

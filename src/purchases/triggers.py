@@ -4,9 +4,12 @@ Both speak one language, the S3 event notification:
 
     {"Records": [{"s3": {"bucket": {"name": ...}, "object": {"key": <URL-encoded>}}}]}
 
-`handle_event` is the single code path from such an event to a run. The Lambda handler of
-the AWS deployment passes S3's event as it comes; `purchases watch` lands each complete file
-in bronze and builds the same event for it (`event_for`).
+`parse_notifications` is the one parser of such events (and of EventBridge "Object Created"
+events, and S3's `s3:TestEvent`): a pure function from an event to the bronze files it names
+and the records it skips, each with its reason. `handle_event` turns its files into a local
+run; `purchases watch` lands each complete file in bronze and builds the same event for it
+(`event_for`); the AWS trigger (`purchases.aws.lambdas.trigger`) starts one Step Functions
+execution per file it returns.
 
 Idempotence: the decision to run is taken under the writer lock, against the lake's processed
 set (path + content hash). A delivery repeated (S3 delivers at least once), or two deliveries
@@ -50,6 +53,25 @@ class Skipped:
     reason: str
 
 
+@dataclass(frozen=True)
+class CreatedObject:
+    """One object creation an event names that is a bronze data file of the lake."""
+
+    path: str  # lake-relative bronze path
+    bucket: str
+    key: str  # the object's key, decoded
+    etag: str = ""
+    sequencer: str = ""
+    version_id: str = ""
+
+    @property
+    def delivery_id(self) -> str:
+        """A stable name for this creation: bucket, key and object version (ETag, sequencer,
+        version id). The same delivery repeated, or told by S3 and by EventBridge, gets the
+        same id; the same key written again gets a new one. 64 hex characters."""
+        return _delivery_id(self.bucket, self.key, self.etag, self.sequencer, self.version_id)
+
+
 @dataclass
 class TriggerResult:
     """What an event led to: the run started (if any), for which files, and what was skipped."""
@@ -79,19 +101,17 @@ def lake_bucket(lake: Lake) -> tuple[str, str]:
 
 
 def delivery_id(record: dict[str, Any]) -> str:
-    """A stable name for one S3 notification record: bucket, key and object version (ETag,
-    sequencer, versionId). The same delivery repeated gets the same id; the same key written
-    again gets a new one. 64 hex characters: usable as a Step Functions execution name, which
-    makes StartExecution itself idempotent on AWS, where no local lock spans Lambdas."""
+    """CreatedObject.delivery_id of one S3 notification record (whatever its key names)."""
     s3 = record.get("s3") or {}
     obj = s3.get("object") or {}
-    parts = [
-        (s3.get("bucket") or {}).get("name", ""),
-        unquote_plus(obj.get("key", "")),
-        obj.get("eTag", ""),
-        obj.get("sequencer", ""),
-        obj.get("versionId", ""),
-    ]
+    return _delivery_id((s3.get("bucket") or {}).get("name", ""),
+                        unquote_plus(obj.get("key", "")), obj.get("eTag", ""),
+                        obj.get("sequencer", ""), obj.get("versionId", ""))
+
+
+def _delivery_id(bucket: str, key: str, etag: Any, sequencer: Any, version_id: Any) -> str:
+    # S3 shows an ETag quoted in some APIs and bare in events: compare it bare.
+    parts = [bucket, key, str(etag or "").strip('"'), sequencer or "", version_id or ""]
     return hashlib.sha256("\x1f".join(map(str, parts)).encode()).hexdigest()
 
 
@@ -112,49 +132,108 @@ def event_for(lake: Lake, paths: list[str], etags: dict[str, str] | None = None)
     return {"Records": records}
 
 
-def parse_event(event: Any, lake: Lake) -> tuple[list[str], list[Skipped]]:
-    """The bronze files an event names (lake-relative, in order, once each) and the records
-    skipped, each with its reason."""
+TEST_EVENT = "s3:TestEvent"
+EVENTBRIDGE_CREATED = "Object Created"
+
+
+def parse_notifications(
+    event: Any, bucket_name: str, prefix: str = ""
+) -> tuple[list[CreatedObject], list[Skipped]]:
+    """The bronze files an event names under `bucket_name`/`prefix` (in order, once each) and
+    the records skipped, each with its reason. Pure: reads nothing but the event.
+
+    Understands S3 event notifications (several Records, URL-encoded keys: `+` is a space,
+    `%2F` a slash), S3's `s3:TestEvent` (sent when notifications are configured) and
+    EventBridge "Object Created" events (whose `detail.object.key` is not URL-encoded).
+    """
+    if isinstance(event, dict) and event.get("Event") == TEST_EVENT:
+        return [], [Skipped("", f"{TEST_EVENT}: the message S3 sends when notifications are "
+                                "configured; no object")]
+    if isinstance(event, dict) and isinstance(event.get("detail"), dict) and (
+            "detail-type" in event or event.get("source") == "aws.s3"):
+        return _parse_eventbridge(event, bucket_name, prefix)
     records = event.get("Records") if isinstance(event, dict) else None
     if not isinstance(records, list):
-        return [], [Skipped("", "not an S3 event notification (no Records list)")]
-    bucket_name, prefix = lake_bucket(lake)
-    wanted: list[str] = []
+        return [], [Skipped("", "not an S3 event notification (no Records list) nor an "
+                                "EventBridge Object Created event")]
+    found: list[CreatedObject] = []
     skipped: list[Skipped] = []
     for record in records:
         try:
             s3 = record["s3"]
             bucket = s3["bucket"]["name"]
-            key = unquote_plus(s3["object"]["key"])
+            obj = s3["object"]
+            key = unquote_plus(obj["key"])
         except (KeyError, TypeError):
             skipped.append(Skipped("", "malformed record: no s3.bucket.name / s3.object.key"))
             continue
         source = record.get("eventSource")
         name = record.get("eventName", "ObjectCreated:")
-        reason = None
         if source not in (None, "aws:s3", WATCH_EVENT_SOURCE):
-            reason = f"not an S3 record (eventSource {source})"
+            skipped.append(Skipped(key, f"not an S3 record (eventSource {source})"))
         elif not str(name).startswith("ObjectCreated"):
-            reason = f"not an object creation ({name})"
-        elif bucket != bucket_name:
-            reason = f"bucket {bucket!r} is not the lake's ({bucket_name!r})"
-        elif prefix and not key.startswith(prefix + "/"):
-            reason = f"outside the lake (prefix {prefix}/)"
+            skipped.append(Skipped(key, f"not an object creation ({name})"))
         else:
-            rel = key[len(prefix) + 1 :] if prefix else key
-            file_name = rel.rsplit("/", 1)[-1]
-            if not is_bronze_data_file(file_name):
-                reason = "not a CSV file (.csv or .csv.gz; hidden and _ names are never data)"
-            elif parse_bronze_path(rel) is None or not rel.startswith("bronze/"):
-                reason = ("outside bronze (expected bronze/year=YYYY/month=MM/day=DD/<name> "
-                          "or bronze/YYYY/MM/DD/<name>)")
-            elif rel in wanted:
-                reason = "named twice in this event"
-            else:
-                wanted.append(rel)
-                continue
+            _take(found, skipped, bucket_name, prefix, bucket, key, etag=obj.get("eTag"),
+                  sequencer=obj.get("sequencer"), version_id=obj.get("versionId"))
+    return found, skipped
+
+
+def _parse_eventbridge(
+    event: dict[str, Any], bucket_name: str, prefix: str
+) -> tuple[list[CreatedObject], list[Skipped]]:
+    detail = event["detail"]
+    try:
+        bucket = detail["bucket"]["name"]
+        obj = detail["object"]
+        key = str(obj["key"])
+    except (KeyError, TypeError):
+        return [], [Skipped("", "malformed EventBridge event: no detail.bucket.name / "
+                                "detail.object.key")]
+    kind = event.get("detail-type")
+    if event.get("source", "aws.s3") != "aws.s3":
+        return [], [Skipped(key, f"not an S3 event (source {event.get('source')})")]
+    if kind != EVENTBRIDGE_CREATED:
+        return [], [Skipped(key, f"not an object creation ({kind})")]
+    found: list[CreatedObject] = []
+    skipped: list[Skipped] = []
+    _take(found, skipped, bucket_name, prefix, bucket, key, etag=obj.get("etag"),
+          sequencer=obj.get("sequencer"), version_id=obj.get("version-id"))
+    return found, skipped
+
+
+def _take(found: list[CreatedObject], skipped: list[Skipped], bucket_name: str, prefix: str,
+          bucket: str, key: str, **version: Any) -> None:
+    """Add the object to `found` if it is a new bronze data file of the lake, else the reason
+    to `skipped`."""
+    reason = None
+    rel = key[len(prefix) + 1:] if prefix else key
+    if bucket != bucket_name:
+        reason = f"bucket {bucket!r} is not the lake's ({bucket_name!r})"
+    elif prefix and not key.startswith(prefix + "/"):
+        reason = f"outside the lake (prefix {prefix}/)"
+    elif key.endswith("/"):
+        reason = "a folder marker, not a file"
+    elif not is_bronze_data_file(rel.rsplit("/", 1)[-1]):
+        reason = "not a CSV file (.csv or .csv.gz; hidden and _ names are never data)"
+    elif parse_bronze_path(rel) is None or not rel.startswith("bronze/"):
+        reason = ("outside bronze (expected bronze/year=YYYY/month=MM/day=DD/<name> "
+                  "or bronze/YYYY/MM/DD/<name>)")
+    elif any(f.path == rel for f in found):
+        reason = "named twice in this event"
+    if reason is not None:
         skipped.append(Skipped(key, reason))
-    return wanted, skipped
+        return
+    found.append(CreatedObject(rel, bucket, key, **{
+        k: str(v).strip('"') if k == "etag" else str(v)
+        for k, v in version.items() if v not in (None, "")}))
+
+
+def parse_event(event: Any, lake: Lake) -> tuple[list[str], list[Skipped]]:
+    """The bronze files an event names (lake-relative, in order, once each) and the records
+    skipped, each with its reason (parse_notifications for this lake)."""
+    found, skipped = parse_notifications(event, *lake_bucket(lake))
+    return [f.path for f in found], skipped
 
 
 def handle_event(

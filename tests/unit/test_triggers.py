@@ -22,6 +22,7 @@ from purchases.triggers import (
     is_inbox_candidate,
     lake_bucket,
     parse_event,
+    parse_notifications,
 )
 
 HEADER = "customer_id,first_name,last_name,email,purchase_id,purchase_date,amount,currency\n"
@@ -89,22 +90,62 @@ def test_parse_decodes_keys_and_skips_with_reasons(tmp_path: Path) -> None:
 
 
 def test_parse_s3_lake_with_prefix() -> None:
-    lake = Lake("s3://acme-lake/prod/purchases", {"anon": True})
-    assert lake_bucket(lake) == ("acme-lake", "prod/purchases")
+    # The lake s3://acme-lake/prod/purchases (lake_bucket of an S3 lake: tests/integration).
     event = {"Records": [
         record("acme-lake", "prod/purchases/bronze/year%3D2024/month%3D01/day%3D15/a+b.csv"),
         record("acme-lake", "staging/bronze/year=2024/month=01/day=15/a.csv"),
     ]}
-    wanted, skipped = parse_event(event, lake)
-    assert wanted == [f"{DAY}/a b.csv"]
+    found, skipped = parse_notifications(event, "acme-lake", "prod/purchases")
+    assert [f.path for f in found] == [f"{DAY}/a b.csv"]
+    assert found[0].key == f"prod/purchases/{DAY}/a b.csv"
     assert skipped[0].reason.startswith("outside the lake")
 
 
 def test_not_an_event_at_all(tmp_path: Path) -> None:
     lake = Lake(str(tmp_path / "lake"))
-    for event in ({"Event": "s3:TestEvent"}, [], None):
+    for event in ({"Event": "s3:Other"}, [], None, {"detail": "x"}):
         wanted, skipped = parse_event(event, lake)
         assert wanted == [] and "not an S3 event" in skipped[0].reason
+    test_event = {"Service": "Amazon S3", "Event": "s3:TestEvent", "Bucket": lake_bucket(lake)[0]}
+    wanted, skipped = parse_event(test_event, lake)
+    assert wanted == [] and skipped[0].reason.startswith("s3:TestEvent")
+
+
+def eventbridge(bucket: str, key: str, kind: str = "Object Created", **obj: object) -> dict:
+    return {"version": "0", "detail-type": kind, "source": "aws.s3",
+            "detail": {"bucket": {"name": bucket}, "object": {"key": key, **obj}}}
+
+
+def test_eventbridge_keys_are_taken_as_written() -> None:
+    obj = {"etag": "e1", "version-id": "v1", "sequencer": "0055"}
+    (found,), skipped = parse_notifications(
+        eventbridge("acme", "lake/bronze/year=2024/month=01/day=15/a+b%2Fc.csv", **obj),
+        "acme", "lake")
+    assert skipped == []
+    # Not URL-decoded: EventBridge gives the key itself.
+    assert found.path == f"{DAY}/a+b%2Fc.csv"
+    assert (found.etag, found.version_id, found.sequencer) == ("e1", "v1", "0055")
+    # The same creation told by an S3 notification gets the same delivery id.
+    (same,), _ = parse_notifications({"Records": [record(
+        "acme", "lake/bronze/year%3D2024/month%3D01/day%3D15/a%2Bb%252Fc.csv",
+        eTag='"e1"', versionId="v1", sequencer="0055")]}, "acme", "lake")
+    assert same.path == found.path and same.delivery_id == found.delivery_id
+    for event, reason in (
+        (eventbridge("acme", f"lake/{DAY}/a.csv", "Object Deleted"), "not an object creation"),
+        (eventbridge("acme", f"lake/{DAY}/"), "a folder marker"),
+        (eventbridge("other", f"lake/{DAY}/a.csv"), "bucket 'other' is not the lake's"),
+        (eventbridge("acme", f"{DAY}/a.csv"), "outside the lake"),
+        (eventbridge("acme", f"lake/{DAY}/a.json"), "not a CSV file"),
+        ({**eventbridge("acme", f"lake/{DAY}/a.csv"), "source": "aws.ec2"}, "not an S3 event"),
+    ):
+        found_none, (skip,) = parse_notifications(event, "acme", "lake")
+        assert found_none == [] and skip.reason.startswith(reason), (event, skip)
+
+
+def test_folder_marker_in_an_s3_notification() -> None:
+    found, (skip,) = parse_notifications(
+        {"Records": [record("acme", "bronze/year%3D2024/month%3D01/day%3D15/")]}, "acme")
+    assert found == [] and skip.reason == "a folder marker, not a file"
 
 
 def test_event_for_round_trips(tmp_path: Path) -> None:
