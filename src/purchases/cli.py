@@ -75,22 +75,22 @@ def _global(
         Path | None,
         typer.Option(
             help="Folder for the lake, database and lock "
-            "[env PURCHASES_HOME; default ./.purchases]."
+            "(env PURCHASES_HOME; default ./.purchases)."
         ),
     ] = None,
-    lake: Annotated[str | None, typer.Option(help="Lake URI [env PURCHASES_LAKE].")] = None,
+    lake: Annotated[str | None, typer.Option(help="Lake URI (env PURCHASES_LAKE).")] = None,
     database_url: Annotated[
         str | None,
-        typer.Option(help="SQLAlchemy URL of the serving database [env PURCHASES_DATABASE_URL]."),
+        typer.Option(help="SQLAlchemy URL of the serving database (env PURCHASES_DATABASE_URL)."),
     ] = None,
     fx_rates: Annotated[
         Path | None,
         typer.Option(
-            help="FX rates CSV [env PURCHASES_FX_RATES; default: the shipped illustrative table]."
+            help="FX rates CSV (env PURCHASES_FX_RATES; default: the shipped illustrative table)."
         ),
     ] = None,
     engine: Annotated[
-        str | None, typer.Option(help="duckdb or spark [env PURCHASES_ENGINE].")
+        str | None, typer.Option(help="duckdb or spark (env PURCHASES_ENGINE).")
     ] = None,
     debug: Annotated[bool, typer.Option(help="Show full tracebacks on errors.")] = False,
 ) -> None:
@@ -145,7 +145,7 @@ def ingest(
             "--date",
             parser=_ingestion_day,
             metavar="YYYY-MM-DD",
-            help="Ingestion date, today or earlier [default: today, UTC].",
+            help="Ingestion date, today or earlier (default: today, UTC).",
         ),
     ] = None,
 ) -> None:
@@ -188,7 +188,7 @@ def run(
 def watch(
     inbox: Annotated[
         Path | None,
-        typer.Argument(file_okay=False, help="Folder to watch [default: $PURCHASES_HOME/inbox]."),
+        typer.Argument(file_okay=False, help="Folder to watch (default: $PURCHASES_HOME/inbox)."),
     ] = None,
     settle: Annotated[
         float,
@@ -522,6 +522,11 @@ def _require_fresh_home() -> None:
                 f"database {serving.masked_url(s.database_url)} "
                 f"(PURCHASES_DATABASE_URL/--database-url): unset it and {fix}"
             )
+    if s.database_secret_arn:
+        raise InputError(
+            "demo writes sample customers and will not write into the database of "
+            f"PURCHASES_DATABASE_SECRET_ARN: unset it and {fix}"
+        )
     if s.lake and ("://" in s.lake or not _inside(Path(s.lake), s.home)):
         raise InputError(
             f"demo writes sample data and will not write into the configured lake {s.lake} "

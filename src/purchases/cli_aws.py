@@ -35,14 +35,14 @@ def _settings():
 def sync(
     database: Annotated[
         str | None,
-        typer.Option(help="Glue database [env PURCHASES_GLUE_DATABASE]."),
+        typer.Option(help="Glue database (default: env PURCHASES_GLUE_DATABASE)."),
     ] = None,
 ) -> None:
     """(Re)register the lake in the Glue Data Catalog, for Athena. Safe to repeat.
 
-    Creates the database and the silver, quarantine and gold tables if missing, registers
-    the partition of every published batch, and drops partitions of superseded
-    (reprocessed) files and partitions no commit publishes.
+    Creates the database and the silver, quarantine and gold tables if missing.
+    Registers the partition of every published batch (one per batch and day).
+    Drops partitions of superseded (reprocessed) files, and any no commit publishes.
     A second run changes nothing.
     """
     from purchases.aws import glue_catalog

@@ -8,21 +8,33 @@ Two kinds of output hang off a record:
   rename of a whole file, and idempotent, so a publication interrupted at any instant is
   rolled forward by the next run; nothing is ever in those folders without a commit record.
 * outputs only ever reached through a commit record (`_state/customers`,
-  `_state/purchase_keys`) are written straight to a folder named after the batch. Until the
-  record exists nothing points at them, so there is nothing to move and no moment at which
-  the record names a file that is not there yet.
+  `_state/purchase_keys`) are written straight to a folder named after the run
+  (`run-<run_id>`; lakes from before name them `batch-<id>`, and readers follow whatever
+  path the record lists). Until the record exists nothing points at them, so there is
+  nothing to move and no moment at which the record names a file that is not there yet.
 
-Anything staged without a commit record is discarded and redone. Every CHECKPOINT_EVERY
+The record is created with a conditional write (storage.Lake.create_exclusive): of writers
+on any number of machines that planned the same batch id, exactly one commits it; the others
+get CommitConflict, discard their own run's outputs and plan again on the new log. Nothing a
+run writes before its commit is named after the batch id, so a racing run can never
+overwrite or clear it.
+
+Anything staged without a commit record is discarded by recovery once its run is known to be
+dead (never while it may still be running on another machine). Every CHECKPOINT_EVERY
 batches the log is compacted into `_state/checkpoint.json`, so reading it costs one file plus
 the few records written since, however long the history.
 """
 
 from __future__ import annotations
 
+import json
+import posixpath
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, date, datetime
 from typing import Any
 
+from purchases.errors import PurchasesError
 from purchases.faults import fault_point
 from purchases.storage import Lake
 
@@ -36,6 +48,22 @@ STATES_KEPT = 3  # customer-state snapshots kept (each batch writes a full one)
 REPROCESS_PREFIX = "reprocess:"
 """Path prefix of a FileOutcome that counts quarantined rows re-validated by `purchases
 reprocess` (per original bronze file), not the processing of a bronze file."""
+
+
+class CommitConflict(PurchasesError):
+    """Another writer committed this batch id first (or since this run planned its batch).
+
+    Not a TransientError: retrying the commit step alone cannot help, the batch must be
+    planned again on the new log. The local orchestrator does that (bounded); a Glue job
+    exits with EXIT_CONFLICT so the state machine can run the execution again.
+    """
+
+    def __init__(self, run_id: str, batch_id: int) -> None:
+        super().__init__(
+            f"run {run_id}: another run committed batch {batch_id} first; this run's outputs "
+            "were discarded and its files are still pending (run again to process them)"
+        )
+        self.run_id, self.batch_id = run_id, batch_id
 
 
 @dataclass
@@ -115,9 +143,16 @@ def commit_path(batch_id: int) -> str:
     return f"{COMMITS_DIR}/{batch_id:012d}.json"
 
 
-def batch_dir(kind_dir: str, batch_id: int) -> str:
-    """Folder of a batch's in-place output (customer state or purchase keys)."""
-    return f"{kind_dir}/batch-{batch_id:012d}"
+def run_dir(kind_dir: str, run_id: str) -> str:
+    """Folder of a run's in-place output (customer state or purchase keys).
+
+    Named after the run, never the batch id: two runs that plan the same batch id (on
+    different machines) write to different folders, and only the one that commits is ever
+    referred to."""
+    return f"{kind_dir}/run-{run_id}"
+
+
+IN_PLACE_DIRS = (CUSTOMERS_DIR, PURCHASE_KEYS_DIR)
 
 
 def load_commits(lake: Lake) -> list[Commit]:
@@ -191,9 +226,16 @@ def gold_files(commit: Commit) -> list[str]:
 
 
 def publish(lake: Lake, commit: Commit) -> None:
-    """Make a batch visible: write its commit record (the commit point), then move outputs."""
+    """Make a batch visible: create its commit record (the commit point), then move outputs.
+
+    Raises:
+        CommitConflict: another writer's record for this batch id exists; nothing of this
+            run was published (the caller discards its outputs and plans again).
+    """
     commit.committed_at = datetime.now(UTC).isoformat(timespec="seconds")
-    lake.write_json(commit_path(commit.batch_id), commit.to_json())
+    record = json.dumps(commit.to_json(), indent=1, sort_keys=True, default=str).encode()
+    if not lake.create_exclusive(commit_path(commit.batch_id), record):
+        raise CommitConflict(commit.run_id, commit.batch_id)
     fault_point("after_commit_record")
     complete_publication(lake, commit)
     if commit.batch_id % CHECKPOINT_EVERY == 0:
@@ -202,11 +244,19 @@ def publish(lake: Lake, commit: Commit) -> None:
 
 def complete_publication(lake: Lake, commit: Commit, *, _fault: str = "mid_publication") -> None:
     """Move any output of a committed batch still in staging; a no-op once all are moved."""
-    for src, dst in commit.moves:
-        lake.move(src, dst)
-        fault_point(_fault)
+    move_outputs(lake, commit, _fault=_fault)
     fault_point("after_publication")
     lake.remove(f"{RUNS_STAGING_DIR}/{commit.run_id}")
+
+
+def move_outputs(lake: Lake, commit: Commit, *, _fault: str | None = "mid_publication") -> None:
+    """Move a committed batch's staged outputs into place (each move idempotent, and safe
+    while the committing run or another reader is moving them too), so the published paths
+    hold the whole batch. Leaves the staging folder to the committing run or recovery."""
+    for src, dst in commit.moves:
+        lake.move(src, dst)
+        if _fault:
+            fault_point(_fault)
 
 
 def drop_old_state(lake: Lake, commits: list[Commit]) -> None:
@@ -219,11 +269,15 @@ def drop_old_state(lake: Lake, commits: list[Commit]) -> None:
     with_state = [c for c in commits if c.published_under(CUSTOMERS_DIR)]
     if len(with_state) > STATES_KEPT:
         old = with_state[-STATES_KEPT - 1]
-        folder = batch_dir(CUSTOMERS_DIR, old.batch_id)
+        folders = set()
         for p in old.published_under(CUSTOMERS_DIR):
-            if not p.startswith(folder + "/"):
+            folder = posixpath.dirname(p)
+            if posixpath.basename(folder).startswith(("run-", "batch-")):
+                folders.add(folder)  # the snapshot's own folder (run-<id>, or older batch-<id>)
+            else:
                 lake.remove(p)  # a snapshot from before in-place folders
-        lake.remove(folder)
+        for folder in sorted(folders):
+            lake.remove(folder)
 
 
 def write_checkpoint(lake: Lake) -> None:
@@ -236,11 +290,25 @@ def write_checkpoint(lake: Lake) -> None:
     )
 
 
-def recover(lake: Lake, commits: list[Commit]) -> list[str]:
-    """Finish interrupted publications and drop staging of runs that never committed.
+def discard_run(lake: Lake, run_id: str) -> None:
+    """Delete everything an uncommitted run wrote: its in-place outputs, then its staging
+    (in that order, so a crash half-way leaves the staging folder that makes the next
+    recovery finish the job)."""
+    for kind_dir in IN_PLACE_DIRS:
+        lake.remove(run_dir(kind_dir, run_id))
+    lake.remove(f"{RUNS_STAGING_DIR}/{run_id}")
 
-    Returns the run ids whose staging was discarded. Call only while holding the writer lock.
-    Only staging folders that exist are looked at, so the cost does not grow with history.
+
+def recover(lake: Lake, commits: list[Commit], is_dead: Callable[[str], bool]) -> list[str]:
+    """Finish interrupted publications and discard the outputs of dead runs that never
+    committed.
+
+    `is_dead(run_id)` says whether an uncommitted run is known to have stopped; a run that
+    may still be live (on another machine sharing the lake) keeps its staging: it commits
+    or loses its race by itself, and until a commit names them its files are never read.
+    Finishing a committed batch's publication is safe at any time, even while its own run
+    is still moving. Returns the run ids whose outputs were discarded. Only staging
+    folders that exist are looked at, so the cost does not grow with history.
     """
     committed = {c.run_id: c for c in commits}
     discarded = []
@@ -248,14 +316,9 @@ def recover(lake: Lake, commits: list[Commit]) -> list[str]:
         commit = committed.get(run_id)
         if commit is not None:
             complete_publication(lake, commit, _fault="mid_recovery")
-        else:
-            lake.remove(f"{RUNS_STAGING_DIR}/{run_id}")
+        elif is_dead(run_id):
+            discard_run(lake, run_id)
             discarded.append(run_id)
-    # In-place outputs of a run that died before its commit: nothing refers to them, and the
-    # next batch, which takes the same id, must start from an empty folder.
-    upcoming = next_batch_id(commits)
-    for kind_dir in (CUSTOMERS_DIR, PURCHASE_KEYS_DIR):
-        lake.remove(batch_dir(kind_dir, upcoming))
     return discarded
 
 

@@ -14,9 +14,12 @@ from __future__ import annotations
 
 import errno
 import os
+import time
 from collections import Counter
 
 FAULT_ENV = "PURCHASES_FAULT"
+DELAY_ENV = "PURCHASES_FAULT_DELAY"
+"""`<point>:<seconds>`: pause there each time it is reached (widens race windows in tests)."""
 KILLED_EXIT_CODE = 137
 
 FAULT_POINTS: tuple[str, ...] = (
@@ -51,8 +54,12 @@ _hits: Counter[str] = Counter()
 def fault_point(name: str) -> None:
     """Die abruptly (as a kill -9 would) when PURCHASES_FAULT names this point.
 
-    Points: see FAULT_POINTS.
+    Points: see FAULT_POINTS. PURCHASES_FAULT_DELAY=<point>:<seconds> pauses there instead
+    (racing-writer tests start a second run inside the pause).
     """
+    delay = os.environ.get(DELAY_ENV)
+    if delay and delay.partition(":")[0] == name:
+        time.sleep(float(delay.partition(":")[2] or 1))
     wanted = os.environ.get(FAULT_ENV)
     if not wanted:
         return

@@ -82,9 +82,20 @@ def save(lake: Lake, record: RunRecord) -> None:
     lake.write_json(f"{RUNS_DIR}/{record.run_id}.json", asdict(record))
 
 
-def mark_running(lake: Lake, run_id: str) -> None:
-    """Note that a run is active (before its record, so a crash never leaves it unnoticed)."""
-    lake.write_json(f"{RUNNING_DIR}/{run_id}.json", {"run_id": run_id})
+def mark_running(lake: Lake, run_id: str, owner: str = "") -> None:
+    """Note that a run is active (before its record, so a crash never leaves it unnoticed).
+    `owner` names the writer lock the run holds (host and home), so only a run holding that
+    same lock may take the marker for a dead run's."""
+    lake.write_json(f"{RUNNING_DIR}/{run_id}.json", {"run_id": run_id, "owner": owner})
+
+
+def running_owner(lake: Lake, run_id: str) -> str:
+    """The owner a running marker names ("" for markers from before owners were noted)."""
+    rel = f"{RUNNING_DIR}/{run_id}.json"
+    try:
+        return str(lake.read_json(rel).get("owner") or "")
+    except FileNotFoundError:
+        return ""
 
 
 def clear_running(lake: Lake, run_id: str) -> None:

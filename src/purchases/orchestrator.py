@@ -10,23 +10,31 @@ Resuming needs no special path: every run first rolls forward or discards what a
 left (commit_log.recover), and every step is idempotent, so the next run ends where a run that
 never failed would have.
 
+The lock is per home; writers with other homes (other machines) on one `s3://` lake are
+kept apart by the commit record's conditional write instead. A run that loses that race
+(CommitConflict) plans its batch again on the new commit log, up to MAX_REPLANS times, and
+recovery discards only outputs of runs known to be dead (`run_is_dead`), never those of a
+run that may be live elsewhere.
+
 `reprocess_pipeline` runs the same loop over REPROCESS_PIPELINE, whose first step re-validates
 quarantined rows instead of reading bronze (`purchases reprocess`).
 """
 
 from __future__ import annotations
 
+import socket
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from filelock import FileLock, Timeout
 
 from purchases import commit_log, history
+from purchases.commit_log import CommitConflict
 from purchases.config import Settings
 from purchases.errors import ConfigError, PurchasesError
 from purchases.faults import fault_point
@@ -63,6 +71,17 @@ REPROCESS_PIPELINE: tuple[Task, ...] = (
     *PIPELINE[1:],
 )
 """`purchases reprocess`: the pipeline with its first step reading quarantine, not bronze."""
+
+
+MAX_REPLANS = 5
+"""Times a run plans its batch again after another writer committed first, before it gives
+up (recorded failed with CommitConflict; its files stay pending for the next run)."""
+
+STALE_AFTER = timedelta(hours=72)
+"""A run on another machine (another home) that shows no activity for this long is taken for
+dead: its staging is discarded and its running marker closed. Generous on purpose: longer than
+a Glue job's default timeout (48 h), so a live run is never mistaken for a dead one, while
+the only cost of waiting is disk space (nothing refers to an uncommitted run's files)."""
 
 
 def new_run_id() -> str:
@@ -213,15 +232,16 @@ def _execute(
     sleep: Callable[[float], None] = time.sleep,
 ) -> RunRecord:
     """One run of `tasks` under the lock the caller holds: record, recover, run each step."""
-    interrupted = _close_interrupted(lake)
+    owner = lock_owner(settings)
+    interrupted = _close_interrupted(lake, owner)
     record = new_record(new_run_id(), tasks, trigger=trigger, run_input=run_in,
                         requested_files=requested_files)
-    history.mark_running(lake, record.run_id)
+    history.mark_running(lake, record.run_id, owner)
     history.save(lake, record)
     started = time.perf_counter()
     # Recorded before repairing, so a run that dies while repairing is on record too.
     try:
-        record.recovered = _recover(lake, interrupted)
+        record.recovered = _recover(lake, interrupted, record.run_id)
     except Exception as exc:  # noqa: BLE001 - recorded like a failed step, then raised
         record.status, record.failed_step = "failed", "recover"
         record.error_class, record.error = type(exc).__name__, str(exc)
@@ -233,36 +253,104 @@ def _execute(
         history.save(lake, record)
     fault_point("after_run_start")
     ctx = RunContext(settings, lake, record.run_id, only_files, selection=selection)
-    for task in tasks:
+    lost: list[int] = []
+    position = 0
+    while position < len(tasks):
         try:
-            run_step(task, ctx, record, sleep=sleep, on_step=on_step)
+            run_step(tasks[position], ctx, record, sleep=sleep, on_step=on_step)
+        except CommitConflict as exc:
+            # Another writer (another home, another machine) committed this batch id first;
+            # the step discarded this run's outputs. Plan again from the new commit log.
+            lost.append(exc.batch_id)
+            record.recovered["lost_commit_races"] = list(lost)
+            if len(lost) > MAX_REPLANS:
+                history.save(lake, record)
+                raise RunFailed(record) from exc
+            _reopen(lake, record, owner)
+            position = 0
+            continue
         except Exception as exc:  # noqa: BLE001 - the Catch: every error ends the run recorded
             raise RunFailed(record) from exc
+        position += 1
     _finish(lake, record, started, "succeeded")
     return record
+
+
+def lock_owner(settings: Settings) -> str:
+    """Who holds this home's writer lock: host and home (a running marker names it)."""
+    return f"{socket.gethostname()}:{settings.home.resolve()}"
+
+
+def _reopen(lake: Lake, record: RunRecord, owner: str) -> None:
+    """Undo the failed state run_step recorded for a lost commit race: the run goes on."""
+    record.status, record.finished_at = "running", None
+    record.failed_step = record.error_class = record.error = None
+    for step in record.steps:
+        if step.status in ("failed", "skipped"):
+            step.status = "pending"
+    history.mark_running(lake, record.run_id, owner)
+    history.save(lake, record)
+
+
+def run_is_dead(lake: Lake, run_id: str, *, now: datetime | None = None) -> bool:
+    """Whether an uncommitted run is known to have stopped, so its outputs may be discarded.
+
+    Dead: no history record (every run saves one before it writes anything else), or one
+    that says it ended (succeeded, interrupted, or failed outside AWS: a local run stops
+    with its record), or no activity for STALE_AFTER. Not dead: a run marked running (on
+    another machine: this home's dead runs were closed as interrupted first), a Glue
+    execution whose step failed (Step Functions may invoke it again), and a run that lost
+    a commit race (it discarded its own outputs and is planning again).
+    """
+    record = history.load(lake, run_id)
+    if record is None:
+        return True
+    ended = record.status in ("succeeded", "interrupted") or (
+        record.status == "failed" and record.trigger != "glue"
+        and record.error_class != CommitConflict.__name__)
+    return ended or _idle_for(record, now or datetime.now(UTC)) > STALE_AFTER
+
+
+def _idle_for(record: RunRecord, now: datetime) -> timedelta:
+    stamps = [record.started_at, record.finished_at, *(s.started_at for s in record.steps)]
+    seen = []
+    for stamp in filter(None, stamps):
+        try:
+            seen.append(datetime.fromisoformat(stamp))
+        except ValueError:
+            continue  # unreadable: the other stamps decide
+    latest = max((t if t.tzinfo else t.replace(tzinfo=UTC) for t in seen), default=None)
+    return now - latest if latest else timedelta.max
 
 
 def _finish(lake: Lake, record: RunRecord, started: float, status: str | None = None) -> None:
     finish(lake, record, status, seconds=time.perf_counter() - started)
 
 
-def _recover(lake: Lake, interrupted: list[str]) -> dict[str, list[Any]]:
+def _recover(lake: Lake, interrupted: list[str], me: str) -> dict[str, list[Any]]:
     """Repair what dead runs left: roll committed batches forward, discard uncommitted
-    staging. Returns what was done (with the runs found dead), for the run record."""
+    staging of dead runs. Returns what was done (with the runs found dead), for the record."""
     commits = commit_log.load_commits(lake)
     staged = set(lake.list_children(commit_log.RUNS_STAGING_DIR))
     finished = [c.batch_id for c in commits if c.run_id in staged]
-    discarded = commit_log.recover(lake, commits)
+    discarded = commit_log.recover(
+        lake, commits, lambda run_id: run_id != me and run_is_dead(lake, run_id))
     found = {"interrupted_runs": interrupted, "published_batches": finished,
              "discarded_runs": discarded}
     return {k: v for k, v in found.items() if v}
 
 
-def _close_interrupted(lake: Lake) -> list[str]:
-    """Runs still marked running hold no lock, so they died: record them as interrupted."""
+def _close_interrupted(lake: Lake, owner: str) -> list[str]:
+    """Runs marked running by this home's lock (which we hold now) died: record them as
+    interrupted. A marker of another home (another machine on a shared lake) is a live run
+    unless it has been idle for STALE_AFTER."""
     closed = []
     for run_id in history.running(lake):
         record = history.load(lake, run_id)
+        theirs = history.running_owner(lake, run_id) not in ("", owner)
+        if theirs and (record is None or
+                       _idle_for(record, datetime.now(UTC)) <= STALE_AFTER):
+            continue
         if record is not None and record.status == "running":
             record.status = "interrupted"
             record.error = "the process stopped before the run finished; the next run resumed it"
@@ -276,6 +364,7 @@ def _close_interrupted(lake: Lake) -> list[str]:
 
 
 __all__ = [
-    "REPROCESS_PIPELINE", "RunBusy", "RunFailed", "error_names", "lock_path", "new_run_id",
-    "reprocess_pipeline", "run_input", "run_locked", "run_pipeline", "writer_lock",
+    "MAX_REPLANS", "REPROCESS_PIPELINE", "STALE_AFTER", "RunBusy", "RunFailed", "error_names",
+    "lock_owner", "lock_path", "new_run_id", "reprocess_pipeline", "run_input", "run_is_dead",
+    "run_locked", "run_pipeline", "writer_lock",
 ]

@@ -23,6 +23,7 @@ from purchases.commit_log import (
     REPROCESS_PREFIX,
     RUNS_STAGING_DIR,
     Commit,
+    CommitConflict,
     FileOutcome,
 )
 from purchases.config import Settings
@@ -111,11 +112,13 @@ def bronze_to_silver(ctx: RunContext) -> StepResult:
     started = time.perf_counter()
     lake = ctx.lake
     commits = commit_log.load_commits(lake)
+    if _committed_already(ctx, commits):
+        return StepResult("bronze_to_silver", seconds=time.perf_counter() - started)
     pending = pending_files(lake, commits, ctx.only_files)
     batch_id = commit_log.next_batch_id(commits)
-    # An earlier attempt of this run (a retry) may have left part of its output: start clean.
-    lake.remove(ctx.staging)
-    lake.remove(commit_log.batch_dir(PURCHASE_KEYS_DIR, batch_id))
+    # An earlier attempt of this run (a retry, or a plan that lost its commit race) may
+    # have left part of its output: start clean. Only this run's own folders are touched.
+    commit_log.discard_run(lake, ctx.run_id)
     key_range: list[int] | None = None
     checked: list[Commit] = []
     # A file with an over-long record is read from a copy without it, kept in staging.
@@ -167,6 +170,17 @@ def bronze_to_silver(ctx: RunContext) -> StepResult:
         files=files,
         seconds=time.perf_counter() - started,
     )
+
+
+def _committed_already(ctx: RunContext, commits: list[Commit]) -> bool:
+    """Whether this run id committed its batch already (a run commits at most one): then
+    the first step only finishes that publication and plans nothing, since discarding
+    "its" outputs would delete what the commit record names."""
+    mine = next((c for c in reversed(commits) if c.run_id == ctx.run_id), None)
+    if mine is None:
+        return False
+    commit_log.complete_publication(ctx.lake, mine)
+    return True
 
 
 def pending_files(
@@ -262,8 +276,9 @@ def _validate(
     )
     fault_point("after_quarantine_write")
     # Keys are reached only through the commit record, so they are written in place (see
-    # catalog): no later move, and nothing refers to them if this run never commits.
-    keys_dir = commit_log.batch_dir(PURCHASE_KEYS_DIR, batch_id)
+    # commit_log), in this run's folder: no later move, and nothing refers to them if this
+    # run never commits.
+    keys_dir = commit_log.run_dir(PURCHASE_KEYS_DIR, ctx.run_id)
     lo, hi = engine.fetch(
         f"SELECT MIN(purchase_id), MAX(purchase_id) FROM classified "
         f"WHERE outcome = '{silver.ACCEPTED}'"  # nosec B608  # a constant
@@ -339,9 +354,10 @@ def quarantine_to_silver(ctx: RunContext) -> StepResult:
     lake = ctx.lake
     selection = ctx.selection or Selection()
     commits = commit_log.load_commits(lake)
+    if _committed_already(ctx, commits):
+        return StepResult(REPROCESS_STEP, seconds=time.perf_counter() - started)
     batch_id = commit_log.next_batch_id(commits)
-    lake.remove(ctx.staging)
-    lake.remove(commit_log.batch_dir(PURCHASE_KEYS_DIR, batch_id))
+    commit_log.discard_run(lake, ctx.run_id)
     files = [p for p in commit_log.published_files(commits, "quarantine")
              if _in_partition(p, selection.day)]
     outcomes: dict[str, FileOutcome] = {}
@@ -433,18 +449,18 @@ def silver_to_gold(ctx: RunContext) -> StepResult:
     if not lake.exists(ctx.plan_path):
         raise PermanentError(f"run {ctx.run_id}: bronze_to_silver has not run (no plan)")
     plan = lake.read_json(ctx.plan_path)
-    if commit_log.next_batch_id(commits) != plan["batch_id"]:
-        raise PermanentError(
-            f"run {ctx.run_id}: batch {plan['batch_id']} was planned on a lake another run has "
-            "changed since; run again to process the files afresh"
-        )
     files = [FileOutcome(**f) for f in plan["files"]]
     if not files:
         lake.remove(ctx.staging)  # nothing to publish
         return StepResult("silver_to_gold", counts={"customers_changed": 0, "batch_id": None},
                           seconds=time.perf_counter() - started)
+    if commit_log.next_batch_id(commits) != plan["batch_id"]:
+        # Another writer committed since this run planned: its duplicate check and customer
+        # state are out of date. Discard and let the caller plan again on the new log.
+        commit_log.discard_run(lake, ctx.run_id)
+        raise CommitConflict(ctx.run_id, plan["batch_id"])
     batch_id = plan["batch_id"]
-    state_dir = commit_log.batch_dir(CUSTOMERS_DIR, batch_id)
+    state_dir = commit_log.run_dir(CUSTOMERS_DIR, ctx.run_id)
     # Whatever an earlier attempt of this step wrote is redone from the plan.
     lake.remove(f"{ctx.staging}/gold")
     lake.remove(state_dir)
@@ -477,7 +493,7 @@ def silver_to_gold(ctx: RunContext) -> StepResult:
         finally:
             engine.close()
     day = commit_log.as_date(plan["ingestion_date"])
-    keys = _parquet_files(lake, commit_log.batch_dir(PURCHASE_KEYS_DIR, batch_id))
+    keys = _parquet_files(lake, commit_log.run_dir(PURCHASE_KEYS_DIR, ctx.run_id))
     key_range = plan.get("key_range")
     commit = Commit(
         batch_id=batch_id,
@@ -490,7 +506,11 @@ def silver_to_gold(ctx: RunContext) -> StepResult:
         key_ranges={p: key_range for p in keys} if key_range else {},
         superseded=list(plan.get("superseded") or []),
     )
-    commit_log.publish(lake, commit)
+    try:
+        commit_log.publish(lake, commit)
+    except CommitConflict:
+        commit_log.discard_run(lake, ctx.run_id)  # lost the race: nothing of it is referred to
+        raise
     fault_point("after_commit")
     commit_log.drop_old_state(lake, [*commits, commit])
     glue_catalog.register_batch(ctx.settings, lake, commit)  # no-op without a Glue database
@@ -540,6 +560,10 @@ def gold_to_staging(ctx: RunContext) -> StepResult:
         for commit in commit_log.load_commits(ctx.lake):
             if commit.batch_id in applied or not commit_log.gold_files(commit):
                 continue
+            # On S3 a move is copy-then-delete: the batch's committing run (perhaps on another
+            # machine) may still be moving its gold files. Finish that first, so the batch is
+            # read whole from where its record says it is.
+            commit_log.move_outputs(ctx.lake, commit, _fault=None)
             loaded += db.load_staging(ctx.lake, commit)
             fault_point("after_staging_load")
     return StepResult("gold_to_staging", counts={"staged_rows": loaded},

@@ -5,12 +5,19 @@ the file system's OSError into the product's errors: a full disk, a read-only la
 refused permission is a PermanentError naming the lake and the path (retrying cannot help),
 a dropped connection or a timeout a TransientError (the step retries), each chained to the
 OSError. PURCHASES_IO_FAULT injects those OSErrors there for tests (faults.io_fault).
+
+On S3 the endpoint, region and credentials are the standard AWS settings (AWS_ENDPOINT_URL,
+AWS_REGION or AWS_DEFAULT_REGION, the credential chain), read by botocore under s3fs: no
+product setting. A missing bucket, missing or refused credentials and a wrong region are
+told once, when the Lake is opened (one HeadBucket), and on any later read or change
+(lake_store_error), as one line naming the lake and the fix.
 """
 
 from __future__ import annotations
 
 import errno
 import json
+import os
 import posixpath
 import re
 import uuid
@@ -24,7 +31,7 @@ import fsspec
 from fsspec.core import url_to_fs
 
 from purchases.contract import BRONZE_FILE_SUFFIXES
-from purchases.errors import PermanentError, PurchasesError, TransientError
+from purchases.errors import ConfigError, PermanentError, PurchasesError, TransientError
 from purchases.faults import fault_point, io_fault
 
 # bronze/year=YYYY/month=MM/day=DD/<name>  or the original AWS layout bronze/YYYY/MM/DD/<name>
@@ -75,6 +82,91 @@ def lake_write_error(exc: OSError, uri: str, op: str, rel: str) -> PurchasesErro
     return None
 
 
+# S3 error codes (botocore ClientError, kept by s3fs as the OSError's cause) by what to do.
+_S3_WRONG_REGION = frozenset({
+    "PermanentRedirect", "TemporaryRedirect", "Redirect", "301", "307",
+    "AuthorizationHeaderMalformed", "IllegalLocationConstraintException",
+})
+_S3_BAD_CREDENTIALS = frozenset({
+    "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken",
+    "TokenRefreshRequired", "InvalidClientTokenId", "UnrecognizedClientException",
+})
+_S3_DENIED = frozenset({"AccessDenied", "AllAccessDisabled", "AccountProblem", "403"})
+_S3_BUSY = frozenset({"SlowDown", "ServiceUnavailable", "InternalError", "RequestTimeout",
+                      "OperationAborted", "500", "502", "503", "504"})
+_CREDENTIALS_FIX = ("set AWS_PROFILE, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or run "
+                    "with an IAM role")
+
+
+def _client_error(exc: BaseException) -> Any:
+    """The botocore ClientError behind exc (s3fs raises an OSError caused by it), or None."""
+    for candidate in (exc, exc.__cause__):
+        if candidate is not None and hasattr(candidate, "response") and isinstance(
+            getattr(candidate, "response", None), dict
+        ):
+            return candidate
+    return None
+
+
+def _configured_region() -> str:
+    return os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "none set"
+
+
+def lake_store_error(exc: BaseException, uri: str, doing: str) -> PurchasesError | None:
+    """The product's error for an object store's refusal met `doing` something in the lake
+    at `uri`, or None when exc is not one (a plain missing key stays FileNotFoundError, an
+    existing key met by an exclusive create FileExistsError: callers act on those).
+
+    Covers what botocore raises under s3fs: no credentials, refused credentials, a wrong or
+    malformed region, a missing bucket, access denied (permanent, the message says which
+    setting to fix) and an unreachable or overloaded endpoint (transient).
+    """
+    try:
+        from botocore import exceptions as boto
+    except ImportError:  # no S3 support installed: nothing of botocore's can arrive here
+        return None
+    bucket = uri.split("://", 1)[-1].split("/", 1)[0]
+    if isinstance(exc, boto.NoCredentialsError | boto.PartialCredentialsError |
+                  boto.CredentialRetrievalError | boto.TokenRetrievalError):
+        return ConfigError(f"lake {uri}: no usable AWS credentials ({exc}): {_CREDENTIALS_FIX}")
+    if isinstance(exc, boto.ProfileNotFound):
+        return ConfigError(f"lake {uri}: {exc}: fix AWS_PROFILE (or unset it)")
+    if isinstance(exc, boto.NoRegionError | boto.InvalidRegionError):
+        return ConfigError(f"lake {uri}: {exc}: set AWS_REGION to the bucket's region, "
+                           "e.g. AWS_REGION=ap-southeast-2")
+    if isinstance(exc, boto.ConnectionError | boto.HTTPClientError):
+        endpoint = os.environ.get("AWS_ENDPOINT_URL") or "AWS S3"
+        return TransientError(f"lake {uri}: cannot reach {endpoint} ({doing}): {exc}; check "
+                              "the network or AWS_ENDPOINT_URL and run again")
+    error = _client_error(exc)
+    if error is None:
+        return None
+    detail = error.response.get("Error") or {}
+    code = str(detail.get("Code") or "")
+    headers = (error.response.get("ResponseMetadata") or {}).get("HTTPHeaders") or {}
+    if code == "NoSuchBucket":
+        return ConfigError(f"lake {uri}: bucket {bucket} does not exist ({doing}): create it "
+                           "(aws s3 mb s3://" + bucket + ") or fix the bucket in PURCHASES_LAKE")
+    if code in _S3_WRONG_REGION:
+        region = headers.get("x-amz-bucket-region") or detail.get("Region")
+        where = f"is in {region}" if region else "is in another region"
+        return ConfigError(
+            f"lake {uri}: bucket {bucket} {where}, not the configured region "
+            f"{_configured_region()} ({doing}): set AWS_REGION (and AWS_DEFAULT_REGION) to "
+            f"{region or 'the bucket region'}"
+        )
+    if code in _S3_BAD_CREDENTIALS:
+        return ConfigError(f"lake {uri}: S3 refused the AWS credentials ({code}, {doing}): "
+                           f"{_CREDENTIALS_FIX} that are valid for this account")
+    if code in _S3_DENIED:
+        return PermanentError(f"lake {uri}: access denied ({code}, {doing}): allow these AWS "
+                              f"credentials s3:ListBucket, GetObject, PutObject and "
+                              f"DeleteObject on s3://{bucket}, or use others")
+    if code in _S3_BUSY:
+        return TransientError(f"lake {uri}: S3 is busy or failing ({code}, {doing}); run again")
+    return None
+
+
 @dataclass(frozen=True)
 class BronzeObject:
     """A landed bronze file: where it is and the ingestion date its path carries."""
@@ -117,11 +209,43 @@ class Lake:
 
     def __init__(self, uri: str, storage_options: dict[str, Any] | None = None) -> None:
         self.uri = uri.rstrip("/")
-        self.fs, root = url_to_fs(self.uri, **(storage_options or {}))
+        options = dict(storage_options or {})
+        self.is_s3 = self.uri.split("://", 1)[0].lower() in ("s3", "s3a")
+        if self.is_s3 and os.environ.get("AWS_REGION"):
+            # botocore reads AWS_DEFAULT_REGION only; AWS_REGION (what Lambda, Glue and the
+            # other AWS SDKs set) wins, as it does there.
+            client = dict(options.get("client_kwargs") or {})
+            client.setdefault("region_name", os.environ["AWS_REGION"])
+            options["client_kwargs"] = client
+        # No listings cache: other writers (other processes, other machines) change the lake
+        # under us, and a cached listing would hide a commit record they just created (this
+        # process would then plan a batch id that is taken, again and again).
+        options.setdefault("use_listings_cache", False)
+        self.fs, root = url_to_fs(self.uri, **options)
         self.root = root.rstrip("/")
         self.is_local = isinstance(self.fs, fsspec.implementations.local.LocalFileSystem)
         if self.is_local:
             self._makedirs("")
+        elif self.is_s3:
+            self._check_bucket()
+
+    def _check_bucket(self) -> None:
+        """Fail now, in one line, when the bucket is missing or cannot be used with these
+        credentials and this region: a listing of a missing bucket would look empty, and a
+        write would be refused only once a run had done its work."""
+        bucket = self.root.split("/", 1)[0]
+        try:
+            self.fs.call_s3("head_bucket", Bucket=bucket)
+        except FileNotFoundError:  # HeadBucket has no body: 404 is all S3 says
+            raise ConfigError(
+                f"lake {self.uri}: bucket {bucket} does not exist: create it (aws s3 mb "
+                f"s3://{bucket}) or fix the bucket in PURCHASES_LAKE"
+            ) from None
+        except Exception as exc:
+            translated = lake_store_error(exc, self.uri, "opening the lake")
+            if translated is None:
+                raise
+            raise translated from exc
 
     # --- naming --------------------------------------------------------------------------
 
@@ -147,33 +271,40 @@ class Lake:
     # --- reading -------------------------------------------------------------------------
 
     def exists(self, rel: str) -> bool:
-        return self.fs.exists(self.full(rel))
+        with self._reading(rel):
+            return self.fs.exists(self.full(rel))
 
     def list_files(self, rel: str) -> list[str]:
         """Lake-relative paths of every file below rel (empty when rel does not exist)."""
         base = self.full(rel)
-        if not self.fs.exists(base):
-            return []
+        with self._reading(rel):
+            if not self.fs.exists(base):
+                return []
+            found = self.fs.find(base)
         prefix = self.root + "/"
-        return sorted(p[len(prefix) :] for p in self.fs.find(base) if p.startswith(prefix))
+        return sorted(p[len(prefix) :] for p in found if p.startswith(prefix))
 
     def list_children(self, rel: str) -> list[str]:
         """Names of the entries (files or folders) directly below rel, sorted; hidden ones
         (in-flight temporaries) left out."""
         base = self.full(rel)
-        if not self.fs.exists(base):
-            return []
-        names = (posixpath.basename(p.rstrip("/")) for p in self.fs.ls(base, detail=False))
+        with self._reading(rel):
+            if not self.fs.exists(base):
+                return []
+            listed = self.fs.ls(base, detail=False)
+        names = (posixpath.basename(p.rstrip("/")) for p in listed)
         return sorted(n for n in names if n and not n.startswith("."))
 
     def list_bronze(self) -> list[BronzeObject]:
         """Every landed bronze data file, in (ingestion date, path) order."""
         found = []
         base = self.full("bronze")
-        if not self.fs.exists(base):
-            return []
+        with self._reading("bronze"):
+            if not self.fs.exists(base):
+                return []
+            listed = self.fs.find(base, detail=True)
         prefix = self.root + "/"
-        for full, info in self.fs.find(base, detail=True).items():
+        for full, info in listed.items():
             obj = _bronze_object(full[len(prefix) :], info)
             if obj is not None:
                 found.append(obj)
@@ -182,16 +313,18 @@ class Lake:
     def bronze_object(self, rel: str) -> BronzeObject | None:
         """The landed bronze data file at rel, or None when there is none (one stat, no list)."""
         try:
-            info = self.fs.info(self.full(rel))
+            with self._reading(rel):
+                info = self.fs.info(self.full(rel))
         except FileNotFoundError:
             return None
         return _bronze_object(rel, info) if info.get("type") != "directory" else None
 
     def open(self, rel: str, mode: str = "rb") -> Any:
-        return self.fs.open(self.full(rel), mode)
+        with self._reading(rel):
+            return self.fs.open(self.full(rel), mode)
 
     def read_json(self, rel: str) -> Any:
-        with self.fs.open(self.full(rel), "rb") as fh:
+        with self._reading(rel), self.fs.open(self.full(rel), "rb") as fh:
             return json.loads(fh.read())
 
     def iter_json(self, rel_dir: str) -> Iterator[tuple[str, Any]]:
@@ -207,8 +340,22 @@ class Lake:
         try:
             io_fault(op, rel)
             yield
-        except OSError as exc:
-            translated = lake_write_error(exc, self.uri, op, rel)
+        except Exception as exc:
+            translated = lake_store_error(exc, self.uri, f"{_DOING.get(op, op)} {rel or '.'}")
+            if translated is None and isinstance(exc, OSError):
+                translated = lake_write_error(exc, self.uri, op, rel)
+            if translated is None:
+                raise
+            raise translated from exc
+
+    @contextmanager
+    def _reading(self, rel: str) -> Iterator[None]:
+        """The edge reads pass: an object store's refusal (credentials, region, endpoint)
+        becomes the product's error; a missing file stays FileNotFoundError."""
+        try:
+            yield
+        except Exception as exc:
+            translated = lake_store_error(exc, self.uri, f"reading {rel or '.'}")
             if translated is None:
                 raise
             raise translated from exc
@@ -217,6 +364,8 @@ class Lake:
         full = self.full(rel)
         if self.is_local and self.fs.isdir(full):
             return  # nothing to change (and a read-only file system allows that much)
+        if self.is_s3:
+            return  # S3 has no folders; and s3fs's makedirs would create a missing bucket
         with self._changing("mkdir", rel):
             self.fs.makedirs(full, exist_ok=True)
 
@@ -237,6 +386,35 @@ class Lake:
         except PurchasesError:
             self._discard(tmp)  # e.g. a disk full mid-write leaves a partial temporary file
             raise
+
+    def create_exclusive(self, rel: str, data: bytes) -> bool:
+        """Create `rel` holding `data` unless it exists; True when this call created it.
+
+        Exactly one of any number of writers racing on one path wins, on any machine: on
+        local disk the bytes go to a temporary file that is hard-linked to the name (a link
+        is atomic and fails if the name exists); on S3 one PutObject with `If-None-Match: *`
+        (S3 rejects it with 412 once the key exists). Readers never see a half-written file.
+        """
+        self._makedirs(posixpath.dirname(rel))
+        if not self.is_local:
+            try:
+                with self._changing("write", rel):
+                    self.fs.pipe_file(self.full(rel), data, mode="create")
+            except FileExistsError:
+                return False
+            return True
+        tmp = self._tmp_sibling(rel)
+        try:
+            with self._changing("write", rel), self.fs.open(self.full(tmp), "wb") as fh:
+                fh.write(data)
+            fault_point("mid_atomic_write")
+            with self._changing("move", rel):
+                os.link(self.full(tmp), self.full(rel))
+        except FileExistsError:
+            return False
+        finally:
+            self._discard(tmp)
+        return True
 
     def write_json(self, rel: str, payload: Any) -> None:
         self.write_bytes(rel, json.dumps(payload, indent=1, sort_keys=True, default=str).encode())
@@ -260,8 +438,13 @@ class Lake:
         if not self.fs.exists(src):
             return  # already moved by an earlier, interrupted publish
         self._makedirs(posixpath.dirname(dst_rel))
-        with self._changing("move", dst_rel):
-            self.fs.mv(src, dst)
+        try:
+            with self._changing("move", dst_rel):
+                self.fs.mv(src, dst)
+        except FileNotFoundError:
+            # Another process finishing the same publication moved it first.
+            if not self.fs.exists(dst):
+                raise
 
     def remove(self, rel: str) -> None:
         full = self.full(rel)
@@ -270,8 +453,9 @@ class Lake:
                 self.fs.rm(full, recursive=True)
 
     def _discard(self, rel: str) -> None:
-        # Best effort: the error being reported matters more than a hidden temporary file.
-        with suppress(OSError, PurchasesError):
+        # Best effort: the error being reported matters more than a hidden temporary file
+        # (on an unreachable store botocore's own errors arrive here too: keep the first).
+        with suppress(Exception):
             self.remove(rel)
 
     def makedirs(self, rel: str) -> None:

@@ -100,6 +100,11 @@ def test_demo_refuses_a_configured_database_or_lake(in_process, tmp_path: Path,
     assert code == 1 and len(err.splitlines()) == 1
     assert "PURCHASES_DATABASE_URL" in err and "--home" in err and "sekret" not in err
     monkeypatch.delenv("PURCHASES_DATABASE_URL")
+    monkeypatch.setenv("PURCHASES_DATABASE_SECRET_ARN",
+                       "arn:aws:secretsmanager:us-east-1:123456789012:secret:prod-db")
+    code, _, err = in_process("demo", "--days", "1", "--rows", "50")
+    assert code == 1 and "PURCHASES_DATABASE_SECRET_ARN" in err
+    monkeypatch.delenv("PURCHASES_DATABASE_SECRET_ARN")
 
     code, _, err = in_process("--lake", str(tmp_path / "real-lake"), "demo", "--rows", "50")
     assert code == 1 and "PURCHASES_LAKE" in err

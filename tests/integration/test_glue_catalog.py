@@ -279,3 +279,13 @@ def test_a_local_lake_with_a_glue_database_is_a_config_error(settings: Any) -> N
         glue_catalog.register_batch(s, Lake(s.lake_uri), None)  # type: ignore[arg-type]
     off = settings.model_copy(update={"glue_database": None})
     glue_catalog.register_batch(off, Lake(off.lake_uri), None)  # type: ignore[arg-type]
+
+
+def test_a_bad_database_name_is_a_one_line_setting_error(
+        settings: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["aws", "catalog", "sync", "--database", "My-DB"])
+    assert exit_.value.code == 1
+    err = capsys.readouterr().err
+    assert err.startswith("Error: invalid setting PURCHASES_GLUE_DATABASE") and (
+        "lower-case letters" in err), err

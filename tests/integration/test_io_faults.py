@@ -26,7 +26,7 @@ import sqlalchemy as sa
 from lakecheck import PURCHASES, assert_clean_lake, cli_env, end_state, purchases
 
 from conftest import HEADER
-from purchases import bronze, commit_log, faults, serving
+from purchases import bronze, commit_log, faults, history, serving
 from purchases.config import load_settings
 from purchases.errors import PermanentError, PurchasesError, TransientError
 from purchases.generate import generate
@@ -190,8 +190,16 @@ def test_engine_write_failing_for_real_publishes_nothing_and_next_run_completes(
     failed = subprocess.run([PURCHASES, "run"], capture_output=True, text=True,
                             env=cli_env(home), preexec_fn=file_size_limit(4096), timeout=300)
     assert failed.returncode == 1, failed.stdout + failed.stderr
-    assert_one_clear_line(failed.stderr, "failed in step bronze_to_silver", "File too large",
-                          str(home / "lake"), "`purchases run` resumes")
+    # Before: DuckDB's raw text (`IO Error: Async write failed ... {"exception_type":"IO",
+    # ... "errno":"27"}`), retried as transient for ~14 s. Now: the lake's one line, with the
+    # file and the fix, and no retry (a file-size limit does not go away).
+    assert_one_clear_line(failed.stderr, "failed in step bronze_to_silver",
+                          f"lake {home / 'lake'}: file too large", "(writing _runs/",
+                          "raise the limit (ulimit -f)", "`purchases run` resumes")
+    assert "{" not in failed.stderr and "IO Error" not in failed.stderr, failed.stderr
+    [record] = history.load_all(Lake(str(home / "lake")), limit=1)
+    [step] = [s for s in record.steps if s.step == "bronze_to_silver"]
+    assert step.attempts == 1, record
     assert visible(home) == before
     rerun = purchases(home, "run")
     assert rerun.returncode == 0, rerun.stderr

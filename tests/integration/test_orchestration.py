@@ -160,7 +160,7 @@ def test_unexpected_exception_is_recorded_too(home: Path, monkeypatch: pytest.Mo
 
 def test_failure_while_repairing_is_recorded(home: Path, monkeypatch: pytest.MonkeyPatch
                                             ) -> None:
-    def broken(lake: Lake, commits: list[commit_log.Commit]) -> list[str]:
+    def broken(lake: Lake, commits: list[commit_log.Commit], *_: object) -> list[str]:
         raise PermissionError("lake is read-only")
 
     monkeypatch.setattr(commit_log, "recover", broken)
@@ -337,8 +337,8 @@ def test_commit_log_checkpoint(settings: Settings, tmp_path: Path,
     assert commit_log.load_commits(lake) == listed
     assert [c.batch_id for c in listed] == [1, 2, 3, 4, 5]
     # Only the last few full customer-state snapshots are kept; the latest is whole.
-    assert lake.list_children(commit_log.CUSTOMERS_DIR) == [
-        f"batch-{b:012d}" for b in (3, 4, 5)]
+    assert lake.list_children(commit_log.CUSTOMERS_DIR) == sorted(
+        f"run-{c.run_id}" for c in listed[2:])  # a folder per committing run
     state = lake_query(lake, "SELECT customer_id, purchase_count FROM customers "
                              "ORDER BY customer_id")
     assert [(r["customer_id"], r["purchase_count"]) for r in state] == [

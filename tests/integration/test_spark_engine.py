@@ -304,7 +304,10 @@ def test_reprocessing_a_file_adds_its_output_and_leaves_other_files_rows(
     assert (outcome["accepted"], outcome["duplicates"]) == (1, 2)
     silver = parquet_rows(lake, "silver", with_folder=True)
     assert sorted(r["purchase_id"] for r in silver) == [1, 2, 3, 4]
-    assert {r["_folder"] for r in silver} == {"ingestion_date=2024-01-15"}
+    assert {r["_folder"] for r in silver} == {
+        "ingestion_date=2024-01-15/batch=000000000001",
+        "ingestion_date=2024-01-15/batch=000000000002",
+    }
     files = [p for p in lake.list_files("silver/ingestion_date=2024-01-15")
              if p.endswith(".parquet")]
     batches = {p.rsplit("/", 1)[-1].split("-")[1] for p in files}

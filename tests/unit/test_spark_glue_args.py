@@ -72,10 +72,14 @@ def test_s3_path_of_a_local_lake(tmp_path) -> None:
 
 
 @pytest.mark.skipif(importlib.util.find_spec("s3fs") is None, reason="s3fs not installed")
-def test_s3_path_of_an_s3_lake() -> None:
-    lake = Lake("s3://bucket/lake")
-    assert glue_job.lake_path(lake, f"s3://bucket/lake/{FILE}") == FILE
-    assert glue_job.lake_path(lake, f"s3a://bucket/lake/{FILE}") == FILE
+@pytest.mark.s3
+def test_s3_path_of_an_s3_lake(aws_env: str) -> None:
+    import boto3
+
+    boto3.client("s3").create_bucket(Bucket="glue-args-bucket")  # a lake checks its bucket
+    lake = Lake("s3://glue-args-bucket/lake")
+    assert glue_job.lake_path(lake, f"s3://glue-args-bucket/lake/{FILE}") == FILE
+    assert glue_job.lake_path(lake, f"s3a://glue-args-bucket/lake/{FILE}") == FILE
     with pytest.raises(InputError, match="not inside the lake"):
         glue_job.lake_path(lake, f"s3://other/lake/{FILE}")
 

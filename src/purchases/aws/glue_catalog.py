@@ -25,7 +25,7 @@ its value in the folder name equals the column's in the files.
 `register_batch` runs after each commit: it registers that batch and catches up every earlier
 one not registered yet (a crash or a Glue outage between a commit and its registration), using
 a marker in the lake, `_state/glue_catalog.json`. `sync` (`purchases aws catalog sync`)
-reconciles the whole catalog with the commit log. boto3 is imported here only, lazily: the
+reconciles the whole catalog with the commit log. botocore is imported lazily (aws.clients): the
 engine and a lake without a catalog never need it. botocore's errors become the product's at
 this module's edge (throttling and 5xx: TransientError; the rest: PermanentError naming the
 AWS error code and what to do).
@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from purchases import commit_log
+from purchases.aws.clients import aws_client
 from purchases.commit_log import RUNS_STAGING_DIR, Commit
 from purchases.config import Settings
 from purchases.contract import GOLD_COLUMNS, QUARANTINE_COLUMNS, SILVER_COLUMNS
@@ -191,6 +192,8 @@ def partition_of(spec: TableSpec, rel_path: str) -> Partition | None:
     values = []
     for (_, glue_t), (_, raw) in zip(spec.partition_keys, pairs, strict=True):
         # Glue keeps partition values as text; bigint ones without the folder's zero padding.
+        if glue_t == "bigint" and not raw.isdigit():
+            return None
         values.append(str(int(raw)) if glue_t == "bigint" else raw)
     return Partition(tuple(values), folder)
 
@@ -288,8 +291,8 @@ def register_batch(settings: Settings, lake: Lake, commit: Commit) -> None:
         glue.create_partitions(spec, plan.add[spec.layer].values())
         for folder in dict.fromkeys(plan.skipped[spec.layer]):
             log.warning(
-                "Glue catalog: %s is not a batch folder; run `purchases aws catalog "
-                "sync` after republishing it",
+                "Glue catalog: %s not registered: not a batch folder, or it holds a "
+                "superseded file beside current ones",
                 folder,
             )
     if done_upto > marker:
@@ -379,14 +382,15 @@ def _require_s3(settings: Settings, lake: Lake) -> None:
         )
 
 
-# --- Glue, through boto3, with errors translated --------------------------------------------
+# --- Glue, through botocore, with errors translated-----------------------------------------
 
 
 def translate(exc: Exception, doing: str) -> Exception:
-    """The product's error for a botocore/boto3 exception met while `doing` something."""
+    """The product's error for a botocore exception met while `doing` something."""
     from botocore.exceptions import (
         BotoCoreError,
         ClientError,
+        HTTPClientError,
         NoCredentialsError,
         NoRegionError,
     )
@@ -414,7 +418,8 @@ def translate(exc: Exception, doing: str) -> Exception:
             f"AWS Glue {doing}: no AWS credentials: set AWS_PROFILE or "
             "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY (or run with a role)"
         )
-    if isinstance(exc, BotoConnectionError):
+    if isinstance(exc, BotoConnectionError | HTTPClientError):
+        # Refused, reset or timed out: the network or the service, worth a retry.
         return TransientError(f"AWS Glue {doing}: cannot reach the endpoint ({exc})")
     if isinstance(exc, BotoCoreError):
         return PermanentError(f"AWS Glue {doing}: {exc}")
@@ -427,15 +432,8 @@ class _GlueCatalog:
     def __init__(self, settings: Settings, lake: Lake) -> None:
         self.settings, self.lake = settings, lake
         self.database = settings.glue_database or ""
-        try:
-            import boto3
-        except ImportError as exc:
-            raise ConfigError(
-                "PURCHASES_GLUE_DATABASE is set but boto3 is not installed: pip install boto3"
-            ) from exc
-        # Region, endpoint (AWS_ENDPOINT_URL) and credentials: the standard AWS settings, read
-        # now (a session of its own: boto3's default one keeps the credentials it first found).
-        self.client = self._call(lambda: boto3.session.Session().client("glue"), "connecting")
+        # Region, endpoint (AWS_ENDPOINT_URL) and credentials: the standard AWS settings.
+        self.client = self._call(lambda: aws_client("glue"), "connecting")
 
     def _call(self, fn: Callable[..., Any], doing: str, *args: Any, **kwargs: Any) -> Any:
         from botocore.exceptions import BotoCoreError, ClientError

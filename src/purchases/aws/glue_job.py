@@ -24,14 +24,18 @@ Arguments (Glue style, ``--name value``):
   pending files are left for their own runs. Absent: every pending file.
 * settings: ``--lake``, ``--database_url``, ``--database_password_file``,
   ``--database_secret_arn`` (Secrets Manager, RDS JSON: `purchases.secrets`), ``--fx_rates``,
-  ``--max_amount``, ``--home``, ``--engine``, ``--memory_limit`` (else PURCHASES_* variables).
+  ``--max_amount``, ``--max_record_bytes``, ``--home``, ``--engine``, ``--memory_limit``,
+  ``--glue_database``, ``--glue_table_prefix`` (else PURCHASES_* variables).
 
-On AWS, Step Functions runs one execution at a time, which is the single-writer guarantee the
-local orchestrator gets from its lock; so a single step takes no lock. ``--step all`` runs the
-local orchestrator (`run_pipeline`, under the lock, trigger "glue").
+A single step takes no lock: executions (and other machines on the same lake) may overlap,
+and the commit record's conditional write lets exactly one of them commit a batch id. The
+loser's silver_to_gold discards its outputs and exits 3; running the execution again plans
+its file afresh on the new commit log. ``--step all`` runs the local orchestrator
+(`run_pipeline`, under the lock, trigger "glue"), which plans again by itself.
 
-Exit status: 0 success, 1 permanent failure, 75 (EX_TEMPFAIL) a transient failure worth a
-retry. The last line on stdout is a JSON summary of what the step did.
+Exit status: 0 success, 1 permanent failure, 3 another writer committed the batch first (run
+the execution again), 75 (EX_TEMPFAIL) a transient failure worth a retry. The last line on
+stdout is a JSON summary of what the step did.
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 from purchases import commit_log, step_runner
+from purchases.commit_log import CommitConflict
 from purchases.config import load_settings
 from purchases.errors import InputError, PurchasesError, TransientError
 from purchases.pipeline import PIPELINE, task
@@ -55,11 +60,12 @@ from purchases.storage import Lake, parse_bronze_path
 STEPS: tuple[str, ...] = (*(t.name for t in PIPELINE), "all")
 SETTING_ARGS: tuple[str, ...] = (
     "lake", "database_url", "database_password_file", "database_secret_arn", "fx_rates",
-    "max_amount", "home", "engine", "memory_limit",
+    "max_amount", "max_record_bytes", "home", "engine", "memory_limit", "glue_database",
+    "glue_table_prefix",
 )
 RUN_ARGS: tuple[str, ...] = ("step", "run_id", "year", "month", "day", "s3_path")
 OPTIONAL_ARGS: tuple[str, ...] = (*RUN_ARGS, *SETTING_ARGS)
-EXIT_OK, EXIT_FAILED, EXIT_TRANSIENT = 0, 1, 75
+EXIT_OK, EXIT_FAILED, EXIT_CONFLICT, EXIT_TRANSIENT = 0, 1, 3, 75
 
 
 # --- arguments -----------------------------------------------------------------------------------
@@ -178,9 +184,12 @@ def run(args: dict[str, str | None]) -> dict[str, Any]:
     record = step_runner.load_or_start(lake, run_id, PIPELINE, trigger="glue",
                                        run_input=run_in, requested_files=only)
     if step == PIPELINE[0].name:
-        # The start of a run: finish publications a dead run left and drop staging no
-        # commit names (one execution at a time, so none of it belongs to a live run).
-        commit_log.recover(lake, commit_log.load_commits(lake))
+        # The start of a run: finish publications a dead run left and drop the staging of
+        # runs known to be dead (never of an execution that may still be running).
+        from purchases.orchestrator import run_is_dead
+
+        commit_log.recover(lake, commit_log.load_commits(lake),
+                           lambda other: other != run_id and run_is_dead(lake, other))
     # Step Functions retries by invoking the job again: one attempt per process.
     result = step_runner.run_step(task(step), ctx, record, retry=False)
     if step == PIPELINE[-1].name:
@@ -208,6 +217,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except TransientError as exc:
         print(f"purchases glue job: transient failure (retry): {exc}", file=sys.stderr)
         return EXIT_TRANSIENT
+    except CommitConflict as exc:
+        print(f"purchases glue job: lost the commit race (run again): {exc}", file=sys.stderr)
+        return EXIT_CONFLICT
     except PurchasesError as exc:
         print(f"purchases glue job: {exc}", file=sys.stderr)
         return EXIT_FAILED

@@ -459,10 +459,11 @@ def _landed_files(lake: Lake, commits: list[Commit]) -> list[_LandedFile]:
         entry = _LandedFile(obj.path, lake.url(obj.path), obj.ingestion_date, obj.size, "pending")
         done = latest.get(obj.path)
         if obj.path in pending or done is None:
-            # Not run yet: checked whole, as the run will check it. No record bound: a run
-            # writes a copy without over-long records, a read-only query must write nothing
-            # (the view's parser leaves such a record out itself).
-            layout = bronze.inspect(lake, obj, max_record_bytes=sys.maxsize)
+            # Not run yet: checked whole, as the run will check it. No record bound and no
+            # copy: a run writes a copy without over-long records or mixed line breaks, a
+            # read-only query must write nothing (the view's parser leaves such a record
+            # out itself; a file DuckDB cannot parse at all is left out as read_error).
+            layout = bronze.inspect(lake, obj, max_record_bytes=sys.maxsize, sanitise=False)
         else:
             entry.batch_id, outcome = done
             if outcome.file_rejection:
