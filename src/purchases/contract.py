@@ -248,12 +248,9 @@ def _money_columns(*, cents: bool) -> list[Column]:
     ]
 
 
-def _serving_tables(*, cents: bool) -> ServingTables:
-    md = MetaData()
-    summary = Table(
-        SUMMARY_TABLE,
-        md,
-        Column("customer_id", BigInteger, primary_key=True, autoincrement=False),
+def _customer_columns(*, cents: bool) -> list[Column]:
+    """A customer's values and the batch they come from: the same in staging and summary."""
+    return [
         Column("full_name", String(TEXT_WIDTH)),
         Column("email", String(TEXT_WIDTH)),
         *_money_columns(cents=cents),
@@ -261,6 +258,16 @@ def _serving_tables(*, cents: bool) -> ServingTables:
         Column("last_purchase_date", Date, nullable=False),
         Column("purchase_count", BigInteger, nullable=False),
         Column("batch_id", BigInteger, nullable=False),
+    ]
+
+
+def _serving_tables(*, cents: bool) -> ServingTables:
+    md = MetaData()
+    summary = Table(
+        SUMMARY_TABLE,
+        md,
+        Column("customer_id", BigInteger, primary_key=True, autoincrement=False),
+        *_customer_columns(cents=cents),
         Column("updated_at", DateTime(timezone=False), nullable=False),
         Index("idx_total_spent_desc", Column("total_spent_aud").desc()),
     )
@@ -268,13 +275,7 @@ def _serving_tables(*, cents: bool) -> ServingTables:
         STAGING_TABLE,
         md,
         Column("customer_id", BigInteger, nullable=False),
-        Column("full_name", String(TEXT_WIDTH)),
-        Column("email", String(TEXT_WIDTH)),
-        *_money_columns(cents=cents),
-        Column("first_purchase_date", Date, nullable=False),
-        Column("last_purchase_date", Date, nullable=False),
-        Column("purchase_count", BigInteger, nullable=False),
-        Column("batch_id", BigInteger, nullable=False),
+        *_customer_columns(cents=cents),
         Column("load_date", DateTime(timezone=False), nullable=False),
         Index("idx_staging_batch", "batch_id"),
     )
