@@ -54,12 +54,13 @@ _hits: Counter[str] = Counter()
 def fault_point(name: str) -> None:
     """Die abruptly (as a kill -9 would) when PURCHASES_FAULT names this point.
 
-    Points: see FAULT_POINTS. PURCHASES_FAULT_DELAY=<point>:<seconds> pauses there instead
+    Points: see FAULT_POINTS. PURCHASES_FAULT_DELAY=<point>:<whole seconds> pauses there instead
     (racing-writer tests start a second run inside the pause).
     """
     delay = os.environ.get(DELAY_ENV)
     if delay and delay.partition(":")[0] == name:
-        time.sleep(float(delay.partition(":")[2] or 1))
+        # Whole seconds: the package keeps floats out entirely (test_architecture).
+        time.sleep(int(delay.partition(":")[2] or 1))
     wanted = os.environ.get(FAULT_ENV)
     if not wanted:
         return

@@ -121,7 +121,6 @@ _SIMPLE_TYPES = {
     "DATE": "date",
     "VARCHAR": "string",
     "BOOLEAN": "boolean",
-    "DOUBLE": "double",
     "TIMESTAMP": "timestamp",
 }
 
