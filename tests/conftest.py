@@ -58,6 +58,23 @@ def postgres_url() -> str:
     return POSTGRES_URL
 
 
+@pytest.fixture
+def postgres_database(postgres_url: str) -> Iterator[str]:
+    """The URL of a throw-away PostgreSQL database, dropped after the test."""
+    import sqlalchemy as sa
+
+    name = unique_name("purchases_t")
+    admin = sa.create_engine(postgres_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as con:
+        con.exec_driver_sql(f"CREATE DATABASE {name}")
+    try:
+        yield sa.make_url(postgres_url).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as con:
+            con.exec_driver_sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        admin.dispose()
+
+
 @pytest.fixture(scope="session")
 def mysql_url() -> str:
     require(_port_open("127.0.0.1", 3306), "MariaDB/MySQL is not running on 127.0.0.1:3306")

@@ -9,7 +9,6 @@ import json
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
 from datetime import date
 from decimal import Decimal
 from pathlib import Path
@@ -173,20 +172,9 @@ def test_local_run_that_loses_the_race_plans_again_on_the_new_log(
 
 
 @pytest.fixture
-def shared_db(request: pytest.FixtureRequest) -> Iterator[str]:
-    import sqlalchemy as sa
-
-    admin_url = request.getfixturevalue("postgres_url")
-    name = unique_name("purchases_race")
-    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as con:
-        con.exec_driver_sql(f"CREATE DATABASE {name}")
-    try:
-        yield sa.make_url(admin_url).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as con:
-            con.exec_driver_sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        admin.dispose()
+def shared_db(postgres_database: str) -> str:
+    """One serving database for every racing run: served totals are then comparable."""
+    return postgres_database
 
 
 @pytest.mark.s3

@@ -15,14 +15,12 @@ import resource
 import shutil
 import socket
 import subprocess
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
-import sqlalchemy as sa
 from lakecheck import PURCHASES, assert_clean_lake, cli_env, end_state, purchases
 
 from conftest import HEADER
@@ -314,20 +312,6 @@ def closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-@pytest.fixture
-def postgres_database(postgres_url: str) -> Iterator[str]:
-    name = f"purchases_t_{uuid.uuid4().hex[:10]}"
-    admin = sa.create_engine(postgres_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as con:
-        con.exec_driver_sql(f"CREATE DATABASE {name}")
-    try:
-        yield sa.make_url(postgres_url).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as con:
-            con.exec_driver_sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        admin.dispose()
 
 
 @pytest.mark.postgres
