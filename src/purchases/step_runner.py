@@ -118,6 +118,10 @@ def run_step(
     step.error = step.error_class = None
     step.parameters = step_input(task, record.input)
     record.status = "running"
+    if not retry:
+        # One attempt per invocation, counted before the record is saved: an attempt killed
+        # mid-step (a Glue worker lost) is on record when the scheduler invokes it again.
+        step.attempts += 1
     started = time.perf_counter()
     try:
         # Inside the try: a lake that cannot take the record (disk full) fails the step
@@ -175,8 +179,7 @@ def _attempts(
     """Run the step, retrying the errors its Retry names, waiting as the Retry says."""
     work = STEP_FUNCTIONS[task.name]
     if not retry:
-        step.attempts += 1
-        return work(ctx)
+        return work(ctx)  # counted by run_step
     policy = task.retry
     first = step.attempts
     retrying = Retrying(
