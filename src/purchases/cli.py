@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shlex
 import signal
 import sys
 import tempfile
@@ -23,13 +24,21 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from purchases import bronze, history, serving
+from purchases import bronze, history, insights, serving
 from purchases.cli_aws import aws_app
 from purchases.cli_db import db_app
 from purchases.config import Settings, load_settings
-from purchases.contract import QUARANTINE_COLUMNS, TOP_CUSTOMERS_COLUMNS
+from purchases.contract import TOP_CUSTOMERS_COLUMNS
 from purchases.errors import InputError, PurchasesError
-from purchases.render import LiteralFormatter, OutputFormat, one_line, render_rows, say, text
+from purchases.render import (
+    LiteralFormatter,
+    OutputFormat,
+    one_line,
+    render_rows,
+    say,
+    say_wrapped,
+    text,
+)
 from purchases.storage import Lake
 
 EXIT_ERROR, EXIT_USAGE, EXIT_BUSY, EXIT_INTERRUPTED = 1, 2, 3, 130
@@ -249,15 +258,16 @@ def print_run(record: history.RunRecord) -> None:
     else:
         say(out, "no pending files" if record.status == "succeeded" else "no files processed")
     counts = record.counts()
-    by_reason = ", ".join(f"{k}={v}" for k, v in record.rejected_by_reason().items())
-    say(
+    # Wrapped at spaces, not by the terminal: a reason code and its count stay on one line.
+    say_wrapped(
         out,
         f"rows: in={counts.get('rows_in', 0)} accepted={counts.get('accepted', 0)} "
-        f"rejected={counts.get('rejected', 0)}"
-        + (f" ({by_reason})" if by_reason else "")
-        + f" duplicates={counts.get('duplicates', 0)}",
+        f"rejected={counts.get('rejected', 0)} duplicates={counts.get('duplicates', 0)}",
     )
-    say(
+    by_reason = ", ".join(f"{k}={v}" for k, v in record.rejected_by_reason().items())
+    if by_reason:
+        say_wrapped(out, f"rejected by reason: {by_reason}")
+    say_wrapped(
         out,
         f"customers changed: {counts.get('customers_changed', 0)}; "
         f"customers upserted: {counts.get('customers_upserted', 0)}; "
@@ -276,8 +286,7 @@ def top(
     fmt: FormatOption = OutputFormat.table,
 ) -> None:
     """Top customers by total spent in AUD (the business query)."""
-    with serving.connect(state.settings) as db:
-        rows = db.top(n)
+    rows = insights.top_customers(state.settings, n)
     render_rows(out, rows, list(TOP_CUSTOMERS_COLUMNS), fmt, title=f"Top {n} customers")
 
 
@@ -287,65 +296,46 @@ def rejects(
         date | None,
         typer.Option("--date", parser=_day, metavar="YYYY-MM-DD", help="Only this ingestion date."),
     ] = None,
-    limit: Annotated[int, typer.Option(min=1, max=MAX_ROWS, help="At most this many rows.")] = 1000,
+    limit: Annotated[
+        int, typer.Option(min=0, max=MAX_ROWS, help="At most this many rows (0: all of them).")
+    ] = 1000,
     fmt: FormatOption = OutputFormat.table,
 ) -> None:
-    """Quarantined rows with their reason codes."""
-    from purchases.engines.duckdb_lake import lake_query
+    """Quarantined rows with their reason codes (says how many it left out, if any)."""
+    shown = insights.rejected_rows(_lake(), when, limit)
+    render_rows(out, shown.rows, list(insights.REJECT_COLUMNS), fmt, title="Rejected rows")
+    if shown.left_out:
+        of = f" of {when}" if when else ""
+        _note_left_out(
+            fmt,
+            f"showing {len(shown.rows)} of {shown.total} rejected rows{of}; "
+            "`--limit 0` shows all, `--format csv > rejects.csv` saves them",
+        )
 
-    where, params = ("WHERE ingestion_date = ?", [when]) if when else ("", [])
-    cols = list(QUARANTINE_COLUMNS)
-    rows = lake_query(
-        _lake(),
-        # Bandit B608: fixed text and an int; values are bound
-        f"SELECT {', '.join(cols)} FROM quarantine {where} "  # nosec B608
-        f"ORDER BY ingestion_date, source_file, line_number NULLS LAST, purchase_id LIMIT {limit}",
-        params,
-    )
-    render_rows(out, rows, cols, fmt, title="Rejected rows")
+
+def _note_left_out(fmt: OutputFormat, note: str) -> None:
+    """Say what a listing left out: under a table, or on stderr so CSV/JSON stay clean."""
+    say_wrapped(out if fmt is OutputFormat.table else err, note, "yellow")
 
 
 @runs_app.callback()
 def runs_list(
     ctx: typer.Context,
     fmt: FormatOption = OutputFormat.table,
-    limit: Annotated[int, typer.Option(min=1, max=MAX_ROWS, help="The latest N runs.")] = 50,
+    limit: Annotated[
+        int, typer.Option(min=0, max=MAX_ROWS, help="The latest N runs (0: every run).")
+    ] = 50,
 ) -> None:
     """Run history: id, start, status, files, counts, duration."""
     if ctx.invoked_subcommand:
         return
-    rows = []
-    for r in history.load_all(_lake(), limit=limit):
-        c = r.counts()
-        rows.append(
-            {
-                "run_id": r.run_id,
-                "started": r.started_at,
-                "trigger": r.trigger,
-                "status": r.status,
-                "files": len(r.files),
-                "accepted": c.get("accepted", 0),
-                "rejected": c.get("rejected", 0),
-                "duplicates": c.get("duplicates", 0),
-                "customers_changed": c.get("customers_changed", 0),
-                "seconds": r.seconds,
-                "failed_step": r.failed_step,
-            }
+    shown = insights.latest_runs(_lake(), limit)
+    rows = [insights.run_row(r) for r in shown.rows]
+    render_rows(out, rows, list(insights.RUN_COLUMNS), fmt, title="Runs")
+    if shown.left_out:
+        _note_left_out(
+            fmt, f"showing the latest {len(rows)} of {shown.total} runs; `--limit 0` shows all"
         )
-    cols = [
-        "run_id",
-        "started",
-        "trigger",
-        "status",
-        "files",
-        "accepted",
-        "rejected",
-        "duplicates",
-        "customers_changed",
-        "seconds",
-        "failed_step",
-    ]
-    render_rows(out, rows, cols, fmt, title="Runs")
 
 
 @runs_app.command("show")
@@ -360,24 +350,24 @@ def runs_show(
     if fmt is OutputFormat.json:
         out.file.write(json.dumps(asdict(record), default=str) + "\n")
         return
-    say(
+    say_wrapped(
         out,
         f"run {record.run_id}  trigger={record.trigger}  status={record.status}  "
         f"started={record.started_at}  finished={record.finished_at}  "
         f"seconds={record.seconds}",
     )
     if record.input:
-        say(out, "input: " + "  ".join(f"{k}={v}" for k, v in record.input.items()))
+        say_wrapped(out, "input: " + "  ".join(f"{k}={v}" for k, v in record.input.items()))
     for what, items in record.recovered.items():
-        say(out, f"recovered first: {what.replace('_', ' ')}: {', '.join(map(str, items))}")
+        say_wrapped(out, f"recovered first: {what.replace('_', ' ')}: {', '.join(map(str, items))}")
     if record.failed_step:
-        say(
+        say_wrapped(
             out,
             f"failed step: {record.failed_step}  {record.error_class}: {one_line(record.error)}",
             "red",
         )
     elif record.error:
-        say(out, one_line(record.error), "yellow")
+        say_wrapped(out, one_line(record.error), "yellow")
     steps = [
         {
             "step": s.step,
@@ -393,6 +383,36 @@ def runs_show(
     ]
     render_rows(out, steps, list(steps[0]) if steps else [], OutputFormat.table, title="Steps")
     print_run(record)
+
+
+@app.command()
+def report(
+    out_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--out", dir_okay=False, help="HTML file to write (default: <home>/report.html)."
+        ),
+    ] = None,
+    open_it: Annotated[
+        bool, typer.Option("--open", help="Open the page in the default web browser.")
+    ] = False,
+    runs: Annotated[
+        int,
+        typer.Option(min=0, max=MAX_ROWS, help="The latest N runs in detail (0: every run)."),
+    ] = 50,
+) -> None:
+    """One self-contained HTML page on how the runs went: each run, rejects over time, FX
+    gaps, lineage from bronze to the serving table, and the top customers."""
+    from purchases.report import write_report
+
+    path = write_report(state.settings, out_file or state.settings.home / "report.html",
+                        runs=runs)
+    say(out, f"report written: {path}")
+    if open_it:
+        import webbrowser
+
+        if not webbrowser.open(path.as_uri()):
+            say(err, f"no web browser found here: open {path.as_uri()} yourself", "yellow")
 
 
 @app.command()
@@ -478,22 +498,23 @@ def demo(
             with err.status(f"day {f.ingestion_date}: running…"):
                 record = run_pipeline(state.settings, trigger="demo")
             c = record.counts()
-            say(
+            say_wrapped(
                 out,
                 f"{f.ingestion_date}: rows={c.get('rows_in', 0)} "
                 f"accepted={c.get('accepted', 0)} rejected={c.get('rejected', 0)} "
                 f"duplicates={c.get('duplicates', 0)} "
-                f"customers changed={c.get('customers_changed', 0)} "
+                f"customers_changed={c.get('customers_changed', 0)} "
                 f"({record.seconds:.1f}s)",
             )
-    with serving.connect(state.settings) as db:
-        render_rows(
-            out,
-            db.top(5),
-            list(TOP_CUSTOMERS_COLUMNS),
-            OutputFormat.table,
-            title="Top 5 customers by total spent (AUD)",
-        )
+    render_rows(
+        out,
+        insights.top_customers(state.settings, 5),
+        list(TOP_CUSTOMERS_COLUMNS),
+        OutputFormat.table,
+        title="Top 5 customers by total spent (AUD)",
+    )
+    home = shlex.quote(str(state.settings.home))
+    say_wrapped(out, f"See how the runs went: purchases --home {home} report --open")
 
 
 def _inside(path: Path, folder: Path) -> bool:

@@ -33,7 +33,7 @@ from typing import Any
 
 from filelock import FileLock, Timeout
 
-from purchases import commit_log, history
+from purchases import commit_log, history, lineage
 from purchases.commit_log import CommitConflict
 from purchases.config import Settings
 from purchases.errors import ConfigError, PurchasesError
@@ -238,6 +238,31 @@ def _execute(
                         requested_files=requested_files)
     history.mark_running(lake, record.run_id, owner)
     history.save(lake, record)
+    lineage.emit(settings, record, "START")  # off unless configured (purchases.lineage)
+    try:
+        _run_recorded(settings, lake, tasks, record, owner, interrupted, only_files=only_files,
+                      selection=selection, on_step=on_step, sleep=sleep)
+    except Exception:
+        lineage.emit(settings, record, "FAIL")
+        raise
+    lineage.emit(settings, record, "COMPLETE")
+    return record
+
+
+def _run_recorded(
+    settings: Settings,
+    lake: Lake,
+    tasks: tuple[Task, ...],
+    record: RunRecord,
+    owner: str,
+    interrupted: list[str],
+    *,
+    only_files: list[str] | None,
+    selection: Selection | None,
+    on_step: Callable[[Task, StepRun], None] | None,
+    sleep: Callable[[float], None],
+) -> None:
+    """_execute's work once the run is on record: recover, then run each step."""
     started = time.perf_counter()
     # Recorded before repairing, so a run that dies while repairing is on record too.
     try:
@@ -273,7 +298,6 @@ def _execute(
             raise RunFailed(record) from exc
         position += 1
     _finish(lake, record, started, "succeeded")
-    return record
 
 
 def lock_owner(settings: Settings) -> str:

@@ -19,6 +19,7 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Any
 
+from rich.cells import cell_len
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
@@ -51,6 +52,20 @@ def text(value: object, style: str = "") -> Text:
 def say(console: Console, line: object, style: str = "") -> None:
     """Print one literal line; long lines are left to the terminal to wrap (greppable)."""
     console.print(text(line, style), soft_wrap=True, highlight=False)
+
+
+def say_wrapped(console: Console, line: object, style: str = "", indent: str = "  ") -> None:
+    """Print one literal line wrapped at its spaces to the console's width, later lines
+    indented: a word (a reason code with its count, a path) is never split across lines,
+    as a terminal's own wrapping would. A word wider than the console gets a line of its own."""
+    lines: list[str] = []
+    for word in literal(line).split():
+        if lines and cell_len(lines[-1]) + 1 + cell_len(word) <= console.width:
+            lines[-1] += " " + word
+        else:
+            lines.append((indent if lines else "") + word)
+    for shown in lines or [""]:
+        console.print(text(shown, style), soft_wrap=True, highlight=False)
 
 
 class LiteralFormatter(logging.Formatter):
@@ -126,28 +141,79 @@ def render_rows(
         console.print(text(f"{title}: no rows" if title else "no rows"))
         return
     cells = [[text(_cell(r.get(c))) for c in columns] for r in rows]
-    heads = [text(c) for c in columns]
-    numeric = [bool(rows) and isinstance(rows[0].get(c), int | Decimal) for c in columns]
-    if rows and _needed_width(cells, heads, numeric) > console.width:
-        _render_records(console, cells, heads, title)
+    names = [literal(c) for c in columns]
+    widths = fitted_widths(cells, names, console.width)
+    if widths is None:
+        _render_records(console, cells, [text(c) for c in columns], title)
         return
-    # fold, not the default ellipsis: should a value still not fit, it wraps; never hidden.
+    numeric = [isinstance(rows[0].get(c), int | Decimal) for c in columns]
+    # Widths fixed here, not left to Rich: Rich narrows the widest columns first, folding a
+    # run id or an e-mail address mid-value; here only text with spaces wraps, at a space.
     table = Table(title=text(title) if title is not None else None, show_lines=False)
-    for h, is_number in zip(heads, numeric, strict=True):
-        table.add_column(h, justify="right" if is_number else "left", overflow="fold")
+    for name, width, is_number in zip(names, widths, numeric, strict=True):
+        table.add_column(
+            Text(_wrap_name(name, width)),  # already literal: its line breaks are ours
+            justify="right" if is_number else "left",
+            overflow="fold",  # a last resort only: no word is wider than its column
+            width=width,
+        )
     for row in cells:
         table.add_row(*row)
     console.print(table)
 
 
-def _needed_width(cells: list[list[Text]], heads: list[Text], numeric: list[bool]) -> int:
-    """Width a table needs so that no number folds: Rich narrows the widest columns first,
-    so numbers keep their width while text columns still get 10 cells (headers may fold)."""
-    need = 3 * len(heads) + 1
-    for i, head in enumerate(heads):
-        widest = max((row[i].cell_len for row in cells), default=0)
-        need += widest if numeric[i] else min(max(widest, head.cell_len), 10)
-    return need
+def _name_parts(name: str) -> list[str]:
+    """A column name's pieces where it may wrap: after each underscore ("customers_", "changed")."""
+    parts = name.split("_")
+    return [p + "_" for p in parts[:-1]] + [parts[-1]]
+
+
+def _wrap_name(name: str, width: int) -> str:
+    """A column name wrapped after underscores to fit `width`, never inside a piece."""
+    lines: list[str] = []
+    for part in _name_parts(name):
+        if lines and cell_len(lines[-1] + part) <= width:
+            lines[-1] += part
+        else:
+            lines.append(part)
+    return "\n".join(lines)
+
+
+def fitted_widths(cells: list[list[Text]], names: list[str], width: int) -> list[int] | None:
+    """Column widths (content only) for a table of `width` cells in which no word folds.
+
+    A cell may wrap only at its spaces, a column name only after an underscore (and only when
+    wrapping values is not enough), so an id, a number, an e-mail address or a path is always
+    shown whole on one line. Columns start at their widest value and the widest shrinkable one
+    gives way first. None: even at their narrowest the columns do not fit (show one block per
+    row instead).
+    """
+    borders = 3 * len(names) + 1  # "│ " before each column, " │" after the last
+    room = width - borders
+    words, highs = [], []
+    for i, name in enumerate(names):
+        values = [row[i].plain for row in cells]
+        words.append(max((cell_len(w) for v in values for w in v.split()), default=0))
+        highs.append(max(words[-1], cell_len(name), *(cell_len(v) for v in values), 1))
+    # Values wrap at their spaces before any column name is broken after an underscore.
+    whole_names = [max(w, cell_len(n), 1) for w, n in zip(words, names, strict=True)]
+    split_names = [max(w, *(cell_len(p) for p in _name_parts(n)), 1)
+                   for w, n in zip(words, names, strict=True)]
+    for lows in (whole_names, split_names):
+        if sum(lows) <= room:
+            return _shrunk(highs, lows, room)
+    return None
+
+
+def _shrunk(widths: list[int], lows: list[int], room: int) -> list[int]:
+    """Widths narrowed, widest first and never below `lows`, until they add up to `room`."""
+    widths = list(widths)
+    while (excess := sum(widths) - room) > 0:
+        shrinkable = [k for k in range(len(widths)) if widths[k] > lows[k]]
+        i = max(shrinkable, key=widths.__getitem__)
+        runner_up = max((widths[k] for k in shrinkable if k != i), default=0)
+        widths[i] -= max(1, min(excess, widths[i] - max(lows[i], runner_up)))
+    return widths
 
 
 def _render_records(

@@ -1,8 +1,16 @@
-"""The Glue entry point invoked as the Step Functions definition invokes it: one process per
-step, the same run id, one bronze file named by --s3_path; only that file is processed."""
+"""The Glue entry point invoked as the Step Functions definition invokes it: one job run per
+step, the same run id, one bronze file named by --s3_path; only that file is processed.
+
+The per-step runs call the entry point (`glue_job.main`) in this process, on the shared
+SparkSession (a JVM per step would cost seconds each); `--step all` runs under spark-submit,
+as a process, which is what it tests. The interpreter test (test_state_machine.py) runs the
+entry point as a process per step.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import subprocess
@@ -33,11 +41,13 @@ FILES = {
 
 @pytest.fixture(scope="module")
 def spark() -> Any:
-    return spark_or_skip()  # the job's processes start their own JVM; this checks for Java
+    return spark_or_skip()
 
 
 @pytest.fixture
-def lake_home(tmp_path: Path) -> dict[str, Any]:
+def lake_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    for name in [k for k in os.environ if k.startswith("PURCHASES_")]:
+        monkeypatch.delenv(name)  # the job's settings come from its arguments alone
     lake = Lake(str(tmp_path / "lake"))
     for (name, day), text in FILES.items():
         bronze.land(lake, [write_file(tmp_path / "in" / str(day) / name, text)], day)
@@ -48,8 +58,18 @@ def lake_home(tmp_path: Path) -> dict[str, Any]:
 
 
 def glue(ctx: dict[str, Any], *args: str, launcher: list[str] | None = None) -> dict[str, Any]:
+    """One job run: in this process (glue_job.main), or as a process under `launcher`."""
     common = ["--lake", ctx["lake"].uri, "--database_url", ctx["db"], "--home", str(ctx["home"])]
-    cmd = (launcher or [sys.executable, "-m", "purchases.aws.glue_job"]) + [*args, *common]
+    if launcher is None:
+        from purchases.aws import glue_job
+
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = glue_job.main(["glue_job.py", *args, *common])
+        assert code == 0, (args, out.getvalue(), err.getvalue())
+        assert "Traceback" not in err.getvalue()
+        return json.loads(out.getvalue().strip().splitlines()[-1])
+    cmd = [*launcher, *args, *common]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=ctx["env"], timeout=600,
                           cwd=ctx["tmp"])
     assert proc.returncode == 0, (cmd, proc.stdout, proc.stderr)
