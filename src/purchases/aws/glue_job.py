@@ -12,8 +12,9 @@ On AWS Glue 5.0 (Spark 3.5, Python 3.11) the arguments are read with awsglue's
 
 Arguments (Glue style, ``--name value``):
 
-* ``--step``: bronze_to_silver | silver_to_gold | gold_to_staging | upsert | all. When absent it
-  is taken from the job name (``<prefix>-<step>``, as `aws.asl.to_asl` names the jobs).
+* ``--step``: bronze_to_silver | silver_to_gold | gold_to_staging | upsert | all (the rendered
+  state machine, `aws.asl.to_asl`, always passes it). When absent it is taken from the job
+  name (``<prefix>-<step>``).
 * ``--run_id``: ties the steps of one execution together (their hand-over lives under
   ``_runs/<run_id>/``); pass the Step Functions execution name. When absent, a single step
   derives one from the run input (date + file), which is stable across the steps of one
@@ -21,7 +22,8 @@ Arguments (Glue style, ``--name value``):
 * ``--year --month --day``: the ingestion date of the run (checked against the file's path).
 * ``--s3_path``: the bronze file of the run: a URL inside the lake (``s3://bucket/lake/...``,
   a local path) or a lake-relative path (``bronze/...``). Only that file is processed; other
-  pending files are left for their own runs. Absent: every pending file.
+  pending files are left for their own runs. Absent or empty (a sweep execution): every
+  pending file. An argument whose value is empty may reach the script as the bare flag.
 * settings: ``--lake``, ``--database_url``, ``--database_password_file``,
   ``--database_secret_arn`` (Secrets Manager, RDS JSON: `purchases.secrets`), ``--fx_rates``,
   ``--max_amount``, ``--max_record_bytes``, ``--home``, ``--engine``, ``--memory_limit``,
@@ -29,13 +31,16 @@ Arguments (Glue style, ``--name value``):
 
 A single step takes no lock: executions (and other machines on the same lake) may overlap,
 and the commit record's conditional write lets exactly one of them commit a batch id. The
-loser's silver_to_gold discards its outputs and exits 3; running the execution again plans
-its file afresh on the new commit log. ``--step all`` runs the local orchestrator
-(`run_pipeline`, under the lock, trigger "glue"), which plans again by itself.
+loser's silver_to_gold discards its outputs and plans again by itself, as the local
+orchestrator does: bronze_to_silver for the same run (its file, from the run's record), then
+silver_to_gold, at most `orchestrator.MAX_REPLANS` times, noted as ``lost_commit_races`` in
+the run's record (Step Functions retries a Task alone, so the execution cannot go back to its
+first step). ``--step all`` runs the local orchestrator (`run_pipeline`, under the lock,
+trigger "glue").
 
-Exit status: 0 success, 1 permanent failure, 3 another writer committed the batch first (run
-the execution again), 75 (EX_TEMPFAIL) a transient failure worth a retry. The last line on
-stdout is a JSON summary of what the step did.
+Exit status: 0 success, 1 permanent failure, 3 the commit race was lost more than
+MAX_REPLANS times (run the execution again), 75 (EX_TEMPFAIL) a transient failure worth a
+retry. The last line on stdout is a JSON summary of what the step did.
 """
 
 from __future__ import annotations
@@ -46,15 +51,17 @@ import json
 import os
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, date, datetime
 from typing import Any
 
-from purchases import commit_log, step_runner
+from purchases import commit_log, history, step_runner
 from purchases.commit_log import CommitConflict
 from purchases.config import load_settings
 from purchases.errors import InputError, PurchasesError, TransientError
+from purchases.history import RunRecord
 from purchases.pipeline import PIPELINE, task
-from purchases.steps import RunContext
+from purchases.steps import RunContext, StepResult
 from purchases.storage import Lake, parse_bronze_path
 
 STEPS: tuple[str, ...] = (*(t.name for t in PIPELINE), "all")
@@ -66,6 +73,8 @@ SETTING_ARGS: tuple[str, ...] = (
 RUN_ARGS: tuple[str, ...] = ("step", "run_id", "year", "month", "day", "s3_path")
 OPTIONAL_ARGS: tuple[str, ...] = (*RUN_ARGS, *SETTING_ARGS)
 EXIT_OK, EXIT_FAILED, EXIT_CONFLICT, EXIT_TRANSIENT = 0, 1, 3, 75
+COMMIT_STEP = "silver_to_gold"
+"""The step whose commit record may lose the race to another writer (CommitConflict)."""
 
 
 # --- arguments -----------------------------------------------------------------------------------
@@ -76,6 +85,7 @@ def parse_args(argv: Sequence[str]) -> dict[str, str | None]:
 
     Unknown arguments (Glue adds its own, e.g. --TempDir, --job-bookmark-option) are ignored.
     """
+    argv = with_empty_values(argv)
     try:
         from awsglue.utils import getResolvedOptions
     except ImportError:
@@ -92,6 +102,20 @@ def parse_args(argv: Sequence[str]) -> dict[str, str | None]:
         parser.add_argument(f"--{name}")
     known, _unknown = parser.parse_known_args(list(argv)[1:])
     return vars(known)
+
+
+def with_empty_values(argv: Sequence[str]) -> list[str]:
+    """argv with "" after each of our options that has no value (the flag last, or followed by
+    another flag): a sweep execution's empty arguments may arrive that way, and both
+    getResolvedOptions and argparse would refuse the bare flag."""
+    names = {f"--{n}" for n in ("JOB_NAME", *OPTIONAL_ARGS)}
+    out = list(argv)
+    i = 1
+    while i < len(out):
+        if out[i] in names and (i + 1 == len(out) or out[i + 1].startswith("--")):
+            out.insert(i + 1, "")
+        i += 1
+    return out
 
 
 def resolve_step(args: dict[str, str | None]) -> str:
@@ -191,12 +215,59 @@ def run(args: dict[str, str | None]) -> dict[str, Any]:
         commit_log.recover(lake, commit_log.load_commits(lake),
                            lambda other: other != run_id and run_is_dead(lake, other))
     # Step Functions retries by invoking the job again: one attempt per process.
-    result = step_runner.run_step(task(step), ctx, record, retry=False)
+    if step == COMMIT_STEP:
+        result = commit_or_plan_again(ctx, record)
+    else:
+        result = step_runner.run_step(task(step), ctx, record, retry=False)
     if step == PIPELINE[-1].name:
         step_runner.finish(lake, record, "succeeded")
     entry = next(s for s in record.steps if s.step == step)
     return {"step": step, "run_id": run_id, "status": entry.status, "counts": result.counts,
             "files": [f.path for f in result.files], "seconds": entry.seconds}
+
+
+def commit_or_plan_again(ctx: RunContext, record: RunRecord) -> StepResult:
+    """silver_to_gold; when another writer committed the batch first, plan it again as the
+    local orchestrator does: bronze_to_silver for this run's own files (the record's, since
+    this job is not given the file), then silver_to_gold, at most MAX_REPLANS times.
+
+    A lost race discards the plan, so bronze_to_silver is recorded pending again: an
+    invocation that finds it so (Step Functions retrying this job after exit 3, or after it
+    died while planning again) plans first.
+
+    Raises:
+        CommitConflict: the race was lost more than MAX_REPLANS times (recorded failed).
+    """
+    from purchases.orchestrator import MAX_REPLANS
+
+    plan_ctx = replace(ctx, only_files=record.requested_files)
+    planning = next(s for s in record.steps if s.step == PIPELINE[0].name)
+    replan = "lost_commit_races" in record.recovered and planning.status != "succeeded"
+    replans = 0
+    while True:
+        if replan:
+            _reopen(record)
+            step_runner.run_step(task(PIPELINE[0].name), plan_ctx, record, retry=False)
+        try:
+            return step_runner.run_step(task(COMMIT_STEP), ctx, record, retry=False)
+        except CommitConflict as exc:
+            lost = record.recovered.get("lost_commit_races", [])
+            record.recovered["lost_commit_races"] = [*lost, exc.batch_id]
+            planning.status = "pending"  # its plan went with the discarded outputs
+            history.save(ctx.lake, record)
+            if replans == MAX_REPLANS:
+                raise
+        replans, replan = replans + 1, True
+
+
+def _reopen(record: RunRecord) -> None:
+    """Undo the failed state run_step recorded for a lost commit race: the run goes on (as
+    the orchestrator's re-plan; a Glue run has no running marker to renew)."""
+    record.status, record.finished_at = "running", None
+    record.failed_step = record.error_class = record.error = None
+    for s in record.steps:
+        if s.status in ("failed", "skipped"):
+            s.status = "pending"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -218,7 +289,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"purchases glue job: transient failure (retry): {exc}", file=sys.stderr)
         return EXIT_TRANSIENT
     except CommitConflict as exc:
-        print(f"purchases glue job: lost the commit race (run again): {exc}", file=sys.stderr)
+        print(f"purchases glue job: lost the commit race every time it planned again (run the "
+              f"execution again): {exc}", file=sys.stderr)
         return EXIT_CONFLICT
     except PurchasesError as exc:
         print(f"purchases glue job: {exc}", file=sys.stderr)
@@ -233,4 +305,5 @@ if __name__ == "__main__":  # python -m purchases.aws.glue_job, or spark-submit 
     sys.exit(main())
 
 
-__all__ = ["derived_run_id", "lake_path", "main", "parse_args", "resolve_step", "run"]
+__all__ = ["commit_or_plan_again", "derived_run_id", "lake_path", "main", "parse_args",
+           "resolve_step", "run", "with_empty_values"]
