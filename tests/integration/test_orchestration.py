@@ -186,7 +186,7 @@ def test_permanent_failure_through_the_cli(home: Path, inputs: dict[str, Path],
     shown = purchases(home, "runs", "show", run_id)
     assert shown.returncode == 0
     assert "status=failed" in shown.stdout
-    assert "failed step: bronze_to_silver  InputError: FX table" in shown.stdout
+    assert "failed step: bronze_to_silver InputError: FX table" in shown.stdout
     detail = json.loads(purchases(home, "runs", "show", run_id, "--format", "json").stdout)
     assert [s["status"] for s in detail["steps"]] == ["failed", "skipped", "skipped", "skipped"]
     assert detail["steps"][0]["error_class"] == "InputError"
