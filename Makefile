@@ -45,7 +45,7 @@ run: $(BASE_STAMP)
 
 # Lint, security and the deployment validators run first, so any finding fails `make test`.
 test: $(STAMP) $(NODE_STAMP) lint security validate-deploy
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n auto --dist loadfile $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench

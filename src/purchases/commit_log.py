@@ -54,8 +54,10 @@ class CommitConflict(PurchasesError):
     """Another writer committed this batch id first (or since this run planned its batch).
 
     Not a TransientError: retrying the commit step alone cannot help, the batch must be
-    planned again on the new log. The local orchestrator does that (bounded); a Glue job
-    exits with EXIT_CONFLICT so the state machine can run the execution again.
+    planned again on the new log. The local orchestrator and the Glue job's silver_to_gold
+    (`aws.glue_job.commit_or_plan_again`) both do that by themselves, at most
+    `orchestrator.MAX_REPLANS` times; only past that bound does the run fail with it (a Glue
+    job exits EXIT_CONFLICT), its files still pending for the next run or sweep.
     """
 
     def __init__(self, run_id: str, batch_id: int) -> None:

@@ -40,7 +40,7 @@ from purchases.errors import ConfigError, PurchasesError
 from purchases.faults import fault_point
 from purchases.history import RunRecord, StepRun
 from purchases.pipeline import PIPELINE, Task
-from purchases.step_runner import error_names, finish, new_record, run_step
+from purchases.step_runner import error_names, finish, new_record, reopen, run_step
 from purchases.steps import REPROCESS_STEP, RunContext, Selection
 from purchases.storage import Lake, parse_bronze_path
 
@@ -306,12 +306,9 @@ def lock_owner(settings: Settings) -> str:
 
 
 def _reopen(lake: Lake, record: RunRecord, owner: str) -> None:
-    """Undo the failed state run_step recorded for a lost commit race: the run goes on."""
-    record.status, record.finished_at = "running", None
-    record.failed_step = record.error_class = record.error = None
-    for step in record.steps:
-        if step.status in ("failed", "skipped"):
-            step.status = "pending"
+    """Undo the failed state run_step recorded for a lost commit race: the run goes on,
+    marked running again under this home's lock."""
+    reopen(record)
     history.mark_running(lake, record.run_id, owner)
     history.save(lake, record)
 

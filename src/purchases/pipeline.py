@@ -11,6 +11,9 @@ runner applies it, and so does Step Functions when the service reports the step'
 its own name (a Lambda handler's error type). On AWS a task is also retried on the errors of
 the service that runs it (`RESOURCES`): throttling, a busy job, and for Glue a failed job run,
 which Glue reports as `States.TaskFailed` whatever the script's exit status was.
+
+`SWEEP` is for AWS alone: how an execution without a file (the hourly sweep) first counts
+what is waiting and starts at the step that has work, so that an idle sweep starts no Glue job.
 """
 
 from __future__ import annotations
@@ -139,9 +142,53 @@ PIPELINE: tuple[Task, ...] = (
 )
 
 
+@dataclass(frozen=True)
+class Route:
+    """Where a sweep starts when one of its check's counts is above zero."""
+
+    count: str  # a count the check returns (a key of its result)
+    step: str  # the PIPELINE step to start at
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """How an execution without a file (the scheduled sweep) starts on AWS.
+
+    An execution whose `file_parameter` is empty first runs `check`, a Lambda
+    (`aws.lambdas.<function>`) that counts what is waiting and writes nothing to the lake; the
+    first route whose count is above zero picks the step the execution starts at, and with
+    every count zero it ends there: an idle sweep starts no Glue job. An execution with a file
+    starts at the first step, as the local runner does. The local orchestrator has no use for
+    this: a local run that finds nothing pending is cheap already.
+    """
+
+    file_parameter: str
+    check: Task
+    function: str
+    result: str  # the check's counts are kept at $.<result>, beside the run input
+    routes: tuple[Route, ...]  # tried in order
+
+
+SWEEP = Sweep(
+    file_parameter="s3_path",
+    check=Task("find_pending", "lambda", (),
+               retry=Retry(interval_seconds=1, backoff_rate=2.0, max_attempts=3)),
+    function="pending",
+    result="pending",
+    routes=(
+        # A pending bronze file (path + sha256 in no commit): the whole pipeline, as for a file.
+        Route("files", "bronze_to_silver"),
+        # Only committed batches the database has not applied: stage and apply them.
+        Route("batches", "gold_to_staging"),
+    ),
+)
+"""The sweep's check and routes (rendered by `aws.asl.to_asl`; the check is
+`aws.lambdas.pending`)."""
+
+
 def task(name: str) -> Task:
-    """The declared task of that name."""
-    for t in PIPELINE:
+    """The declared task of that name (a PIPELINE step, or the sweep's check)."""
+    for t in (*PIPELINE, SWEEP.check):
         if t.name == name:
             return t
     raise KeyError(name)

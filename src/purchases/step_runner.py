@@ -159,6 +159,16 @@ def run_step(
     return result
 
 
+def reopen(record: RunRecord) -> None:
+    """Undo the failed state `run_step` recorded for a lost commit race: the run goes on,
+    its failed and skipped steps pending again (the caller plans again and saves)."""
+    record.status, record.finished_at = "running", None
+    record.failed_step = record.error_class = record.error = None
+    for s in record.steps:
+        if s.status in ("failed", "skipped"):
+            s.status = "pending"
+
+
 def finish(
     lake: Lake, record: RunRecord, status: str | None = None, *, seconds: float | None = None
 ) -> None:
@@ -202,4 +212,4 @@ def _attempts(
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-__all__ = ["error_names", "finish", "load_or_start", "new_record", "now", "run_step"]
+__all__ = ["error_names", "finish", "load_or_start", "new_record", "now", "reopen", "run_step"]

@@ -2,6 +2,8 @@
 
 * trigger: one Step Functions execution per new bronze file, with the run input; a delivery
   repeated or racing starts none more; what is not a bronze file of the lake starts none.
+* pending (the sweep's check): the pending bronze files and unserved batches counted, with no
+  S3 request its role in deploy/template.yaml does not allow, and nothing written.
 * upsert: the password only in Secrets Manager; every committed batch applied once, on
   PostgreSQL and MariaDB; the password in no log record, return value or error.
 * record_failure: the Catch path's failure in the lake's run history, shown by the CLI.
@@ -9,6 +11,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import logging
 import os
@@ -26,7 +29,9 @@ from urllib.parse import quote, quote_plus
 
 import boto3
 import pytest
+import s3fs
 import sqlalchemy as sa
+import yaml
 from test_serving_secrets import Account, _mysql_account, _pg_account
 
 from conftest import HEADER, unique_name
@@ -35,14 +40,16 @@ from purchases.aws import glue_job, lambdas
 from purchases.config import Settings, load_settings
 from purchases.contract import LEDGER_TABLE
 from purchases.errors import ConfigError
-from purchases.pipeline import PIPELINE
+from purchases.pipeline import PIPELINE, SWEEP
 from purchases.storage import Lake
 from purchases.triggers import lake_bucket, parse_notifications
 
 pytestmark = pytest.mark.s3
 
 PURCHASES_BIN = str(Path(sys.executable).parent / "purchases")
+TEMPLATE = Path(__file__).resolve().parents[2] / "deploy" / "template.yaml"
 DAY = "bronze/year=2024/month=01/day=15"
+GLUE_STEPS = ("bronze_to_silver", "silver_to_gold", "gold_to_staging")
 PASS_MACHINE = {"StartAt": "Done", "States": {"Done": {"Type": "Pass", "End": True}}}
 ROLE = "arn:aws:iam::123456789012:role/purchases-states"
 
@@ -254,6 +261,111 @@ def test_execution_name_is_deterministic_and_valid() -> None:
             "b", {"key": f"{DAY}/a.csv", "eTag": "e", "sequencer": "01"})]}, "b")[0][0])
 
 
+# --- pending (the sweep's check) ------------------------------------------------------------------
+
+
+class _CfnLoader(yaml.SafeLoader):
+    """YAML with CloudFormation's short-form tags (`!Sub s` -> {"Fn::Sub": s}, ...)."""
+
+
+_CfnLoader.add_multi_constructor("!", lambda loader, suffix, node: {
+    f"Fn::{suffix}": loader.construct_scalar(node) if isinstance(node, yaml.ScalarNode)
+    else loader.construct_sequence(node, deep=True) if isinstance(node, yaml.SequenceNode)
+    else loader.construct_mapping(node, deep=True)})
+
+
+def _pending_role_allows() -> dict[str, list[str]]:
+    """The pending function's role in deploy/template.yaml: S3 action -> the lake-relative key
+    patterns it is allowed on ("" for the bucket itself)."""
+    with TEMPLATE.open(encoding="utf-8") as fh:
+        template = yaml.load(fh, Loader=_CfnLoader)  # noqa: S506 - a SafeLoader subclass
+    resources = template["Resources"]
+    role = resources[resources["PendingFunction"]["Properties"]["Role"]["Fn::GetAtt"]
+                     .split(".")[0]]
+    allowed: dict[str, list[str]] = {}
+    for policy in role["Properties"]["Policies"]:
+        for statement in policy["PolicyDocument"]["Statement"]:
+            st = statement["Fn::If"][1] if "Fn::If" in statement else statement
+            actions = st["Action"] if isinstance(st["Action"], list) else [st["Action"]]
+            targets = st["Resource"] if isinstance(st["Resource"], list) else [st["Resource"]]
+            for action in (a for a in actions if a.startswith("s3:")):
+                for t in targets:
+                    key = "" if "Fn::GetAtt" in t else t["Fn::Sub"].removeprefix(
+                        "${LakeBucket.Arn}/")
+                    allowed.setdefault(action, []).append(key)
+    return allowed
+
+
+# What each S3 API call s3fs makes needs (HeadObject is authorised as GetObject).
+_S3_ACTION = {"head_object": "s3:GetObject", "get_object": "s3:GetObject",
+              "list_objects_v2": "s3:ListBucket", "head_bucket": "s3:ListBucket"}
+
+
+def test_pending_counts_files_and_unserved_batches_within_its_role(
+    s3_lake: Lake, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PURCHASES_DATABASE_URL", f"sqlite:///{tmp_path / 'serving.db'}")
+    prefix = s3_lake.root.split("/", 1)[1] + "/"
+    calls: list[tuple[str, str]] = []
+    real_call = s3fs.S3FileSystem._call_s3
+
+    async def recorded(self: Any, method: str, *args: Any, **kwargs: Any) -> Any:
+        # Every S3 request the handler's file system makes, then the request itself.
+        key = kwargs.get("Key", kwargs.get("Prefix"))
+        calls.append((method, "" if key is None else str(key).removeprefix(prefix)))
+        return await real_call(self, method, *args, **kwargs)
+
+    def check(**expected: Any) -> dict[str, Any]:
+        with monkeypatch.context() as m:
+            m.setattr(s3fs.S3FileSystem, "_call_s3", recorded)
+            out = lambdas.pending({"run_id": "sweep-1", "step": SWEEP.check.name}, None)
+        assert {k: out[k] for k in expected} == expected, out
+        return out
+
+    event = {"run_id": "sweep-1", "step": SWEEP.check.name}
+    assert check(files=0, batches=0) == {"run_id": "sweep-1", "files": 0, "batches": 0,
+                                         "pending_files": [], "unserved_batches": []}
+    a, b = f"{DAY}/a.csv", "bronze/year=2024/month=01/day=16/b.csv"
+    put(s3_lake, a, csv_rows(1, 2, "10.25"))
+    put(s3_lake, f"{DAY}/notes.txt", "not data")
+    check(files=1, batches=0, pending_files=[a])
+    # Processed and committed, not staged: what the sweep routes to gold_to_staging.
+    _glue_steps(s3_lake, "exec-a", a, steps=("bronze_to_silver", "silver_to_gold"))
+    check(files=0, batches=1, unserved_batches=[1])
+    # The same bytes uploaded again (a new version of the object) are not new; new bytes are.
+    put(s3_lake, a, csv_rows(1, 2, "10.25"))
+    put(s3_lake, b, csv_rows(5, 1, "3.00"))
+    check(files=1, batches=1, pending_files=[b])
+    put(s3_lake, a, csv_rows(1, 2, "99.99"))
+    out = check(files=2, batches=1)
+    assert sorted(out["pending_files"]) == [a, b]
+    _glue_steps(s3_lake, "exec-a", a, steps=("gold_to_staging",))
+    lambdas.upsert({"run_id": "exec-a", "step": "upsert"}, None)
+    check(files=2, batches=0)
+
+    # Each request the checks made is one its role allows: read only, in bronze/ and the log.
+    allowed = _pending_role_allows()
+    assert calls and {m for m, _ in calls} <= set(_S3_ACTION), calls
+    for method, key in calls:
+        action = _S3_ACTION[method]
+        if action == "s3:ListBucket":
+            assert allowed[action] == [""], allowed
+        else:
+            assert any(fnmatch.fnmatchcase(key, p) for p in allowed[action]), (method, key)
+    assert set(allowed) == {"s3:ListBucket", "s3:GetObject"}
+
+    # A payload for another step, a broken run id: the product's error, named for the Retry.
+    for bad, error in (({"run_id": "x", "step": "upsert"}, "InputError"),
+                       ({"run_id": "../x", "step": SWEEP.check.name}, "InputError")):
+        with pytest.raises(Exception) as failed:
+            lambdas.pending(bad, None)
+        assert type(failed.value).__name__ == error, failed.value
+    monkeypatch.delenv("PURCHASES_DATABASE_URL")
+    with pytest.raises(Exception, match="PURCHASES_DATABASE_SECRET_ARN") as failed:
+        lambdas.pending(event, None)
+    assert type(failed.value).__name__ == "ConfigError"
+
+
 # --- upsert --------------------------------------------------------------------------------------
 
 
@@ -280,10 +392,11 @@ def _secret(account: Account, **changes: Any) -> str:
         Name=unique_name("purchases-db"), SecretString=json.dumps(value))["ARN"]
 
 
-def _glue_steps(lake: Lake, run_id: str, rel: str) -> None:
-    """The three Glue steps of one execution, as the state machine passes their arguments."""
+def _glue_steps(lake: Lake, run_id: str, rel: str, steps: tuple[str, ...] = GLUE_STEPS
+                ) -> None:
+    """The Glue steps of one execution, as the state machine passes their arguments."""
     day = rel.split("/")[1:4]
-    for step in ("bronze_to_silver", "silver_to_gold", "gold_to_staging"):
+    for step in steps:
         summary = glue_job.run({
             "step": step, "run_id": run_id, "engine": "duckdb", "s3_path": lake.url(rel),
             "year": day[0][5:], "month": day[1][6:], "day": day[2][4:],
@@ -332,6 +445,7 @@ def test_upsert_with_the_password_only_in_secrets_manager(
         "out.append(l.record_failure({'run_id': 'exec-z', 'step': 'upsert',"
         " 'error': {'Error': 'States.Timeout', 'Cause': 'timed out'}}, None))\n"
         "out.append(l.trigger({'Event': 's3:TestEvent'}, None))\n"
+        "out.append(l.pending({'run_id': 'sweep-c', 'step': 'find_pending'}, None))\n"
         "engines = sorted({'duckdb', 'pyspark', 'pyarrow'} & set(sys.modules))\n"
         "print(json.dumps({'out': out, 'engines': engines}))\n"
     )
@@ -344,6 +458,9 @@ def test_upsert_with_the_password_only_in_secrets_manager(
     first = child["out"][0]
     assert first == {"step": "upsert", "run_id": "exec-b", "status": "succeeded",
                      "counts": {"customers_upserted": 3 + 3}}
+    # The sweep's check, after that upsert: both files processed, both batches applied.
+    assert child["out"][3] == {"run_id": "sweep-c", "files": 0, "batches": 0,
+                               "pending_files": [], "unserved_batches": []}
     assert "GetSecretValue" in done.stderr  # the log was on
     assert account.password not in done.stdout + done.stderr
 

@@ -37,7 +37,7 @@ LAMBDA = (
     "from purchases.aws.lambdas import upsert\n"
     "print(json.dumps(upsert(json.loads(sys.argv[1])), default=str))\n"
 )
-EXIT_CONFLICT = 3  # another writer committed the batch first: run the execution again
+EXIT_CONFLICT = 3  # another writer committed the batch first, MAX_REPLANS times over
 
 
 def resolve(template: dict[str, Any], execution: str, run_input: dict[str, str]) -> dict:
@@ -59,10 +59,12 @@ class StateMachine:
         self.lake, self.database_url, self.env = lake, database_url, env
 
     def order(self) -> list[str]:
+        """The Task states of a file's execution, in order (a Choice's Default is the file path)."""
         names, state = [], self.asl["StartAt"]
         while state:
-            names.append(state)
-            state = self.asl["States"][state].get("Next")
+            if self.asl["States"][state]["Type"] == "Task":
+                names.append(state)
+            state = self.asl["States"][state].get("Next") or self.asl["States"][state].get("Default")
         return names
 
     def step(self, name: str, execution: str, run_input: dict[str, str]

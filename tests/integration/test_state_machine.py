@@ -8,11 +8,14 @@ Parameters resolve to, a Lambda task runs the handler with the Payload they reso
 lake is on moto's S3, the serving database on PostgreSQL (its login in moto's Secrets
 Manager). Files arrive as a producer uploads them: S3 notifies SQS, the test reads the queue
 and hands each message to the trigger Lambda, which starts an execution on moto's Step
-Functions; the test gives that execution's name and input to the interpreter.
+Functions; the test gives that execution's name and input to the interpreter. A sweep
+execution (no file) is started on moto's Step Functions with the schedule's input, as
+EventBridge Scheduler starts it.
 """
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import re
@@ -36,10 +39,12 @@ from lakecheck import purchases
 from conftest import require, unique_name, write_file
 from purchases import bronze, serving
 from purchases.aws import lambdas
+from purchases.aws.asl import FILE_OR_SWEEP, NOTHING_PENDING, SWEEP_ROUTE
 from purchases.config import Settings
 from purchases.contract import SERVING_COLUMNS
 from purchases.generate import GeneratedFile, generate
 from purchases.orchestrator import run_pipeline
+from purchases.pipeline import RUN_PARAMETERS, SWEEP
 from purchases.storage import Lake
 
 pytestmark = [pytest.mark.s3, pytest.mark.postgres, pytest.mark.slow]
@@ -49,6 +54,9 @@ DRIVER = Path(__file__).parent / "sfn" / "run_execution.mjs"
 ACCOUNT, REGION, STACK = "123456789012", "us-east-1", "purchases-test"
 ROLE = f"arn:aws:iam::{ACCOUNT}:role/{STACK}-states"
 GLUE_STEPS = ("bronze_to_silver", "silver_to_gold", "gold_to_staging")
+STEPS = (*GLUE_STEPS, "upsert")
+SWEEP_INPUT = {p: "" for p in RUN_PARAMETERS}  # the schedule's input (deploy/template.yaml)
+CHECK = SWEEP.check.name  # find_pending
 RUN_INPUT = ("year", "month", "day")
 # DefinitionSubstitutions, as the template passes them: Glue job names, Lambda ARNs.
 JOB_NAMES = {
@@ -62,7 +70,10 @@ FUNCTIONS = {  # placeholder -> (ARN, handler)
     "RecordFailureFunctionArn": (
         f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:{STACK}-record_failure",
         "purchases.aws.lambdas.record_failure"),
+    "PendingFunctionArn": (f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:{STACK}-pending",
+                           "purchases.aws.lambdas.pending"),
 }
+DATABASE_FUNCTIONS = ("purchases.aws.lambdas.upsert", "purchases.aws.lambdas.pending")
 SUBSTITUTIONS = {**JOB_NAMES, **{k: arn for k, (arn, _) in FUNCTIONS.items()}}
 _PLACEHOLDER = re.compile(r"\$\{([A-Za-z0-9_]+)\}")
 
@@ -174,6 +185,12 @@ class Stack:
                                          json.loads(described["input"]))
         return found
 
+    def start_sweep(self) -> Execution:
+        """A sweep execution, started as the schedule starts it (no name: a generated one)."""
+        boto3.client("stepfunctions").start_execution(
+            stateMachineArn=self.state_machine_arn, input=json.dumps(SWEEP_INPUT))
+        return self.new_execution()
+
     def new_execution(self) -> Execution:
         """The one execution started since the last call (the trigger's work)."""
         new = [e for name, e in self.executions().items() if name not in self.handled]
@@ -191,9 +208,9 @@ class Stack:
     def run(self, execution: Execution, injections: dict[str, Any] | None = None
             ) -> dict[str, Any]:
         """Execute the state machine in the interpreter for that execution; its report."""
-        # The functions' environment: the lake for both, the database for upsert only.
+        # The functions' environment: the lake for all, the database for upsert and pending.
         lambda_env = {"PURCHASES_LAKE": self.lake}
-        upsert_env = {**lambda_env, "PURCHASES_DATABASE_SECRET_ARN": self.secret_arn}
+        database_env = {**lambda_env, "PURCHASES_DATABASE_SECRET_ARN": self.secret_arn}
         config = {
             "definition": self.definition,
             "input": execution.input,
@@ -205,8 +222,8 @@ class Stack:
             "env": self.env,
             "glueJobs": {name: {"DefaultArguments": self.glue_default_arguments()}
                          for name in JOB_NAMES.values()},
-            "lambdaFunctions": {arn: {"Handler": handler, "Environment": upsert_env
-                                      if handler.endswith(".upsert") else lambda_env}
+            "lambdaFunctions": {arn: {"Handler": handler, "Environment": database_env
+                                      if handler in DATABASE_FUNCTIONS else lambda_env}
                                 for arn, handler in FUNCTIONS.values()},
             "injections": injections or {},
         }
@@ -300,6 +317,18 @@ def runs_on_lake(stack: Stack, *args: str) -> Any:
     return json.loads(done.stdout)
 
 
+def failure(report: dict[str, Any]) -> tuple[Any, ...]:
+    """What to show when an execution did not succeed: its error and each process's stderr."""
+    return report["error"], report["cause"], [i["stderr"] for i in report["invocations"]]
+
+
+def _customers(path: Path) -> set[int]:
+    """The customer ids a generated CSV holds (the rows whose id is a number)."""
+    with path.open(encoding="utf-8", newline="") as fh:
+        ids = (row.get("customer_id", "") for row in csv.DictReader(fh))
+        return {int(i) for i in ids if i.strip().isdigit()}
+
+
 def visited(report: dict[str, Any]) -> list[str]:
     return [e["state"]["name"] for e in report["events"] if e["type"] == "StateEntered"]
 
@@ -346,6 +375,10 @@ def check_arguments(stack: Stack, report: dict[str, Any], execution: Execution) 
                 "FunctionName": FUNCTIONS["UpsertFunctionArn"][0],
                 "Payload": {**{k: run_in[k] for k in RUN_INPUT}, "run_id": execution.name,
                             "step": "upsert"}}
+        elif step == CHECK:
+            assert call["parameters"] == {
+                "FunctionName": FUNCTIONS["PendingFunctionArn"][0],
+                "Payload": {"run_id": execution.name, "step": CHECK}}
 
 
 # --- the tests -----------------------------------------------------------------------------------
@@ -366,7 +399,8 @@ def test_s3_events_drive_executions_whose_result_equals_the_embedded_run(
                  "upsert": {"1": {"PURCHASES_DATABASE_SECRET_ARN": down}}}
     reports: dict[str, dict[str, Any]] = {}
     first_delivery = ""
-    for n, f in enumerate(arrivals):
+    *delivered, lost = arrivals
+    for n, f in enumerate(delivered):
         key = stack.upload(f)
         bodies = stack.notifications(key)
         for body in bodies:
@@ -383,12 +417,37 @@ def test_s3_events_drive_executions_whose_result_equals_the_embedded_run(
                                    "day": f"{f.ingestion_date:%d}",
                                    "s3_path": f"{stack.lake}/{key}"}
         report = stack.run(execution, transient if n == 1 else None)
-        assert report["status"] == "SUCCEEDED", (report["error"], report["cause"],
-                                                 [i["stderr"] for i in report["invocations"]])
-        assert visited(report) == ["bronze_to_silver", "silver_to_gold", "gold_to_staging",
-                                   "upsert"]
+        assert report["status"] == "SUCCEEDED", failure(report)
+        assert visited(report) == [FILE_OR_SWEEP, *STEPS]
         check_arguments(stack, report, execution)
         reports[execution.name] = report
+
+    # The last file's S3 event is lost (an outage): its notification is read and dropped.
+    # The hourly sweep finds the file, processes it and serves it.
+    lost_key = stack.upload(lost)
+    stack.notifications(lost_key)
+    served_before = postgres_summary(stack.database_url)
+    sweep = stack.start_sweep()
+    report = stack.run(sweep)
+    assert report["status"] == "SUCCEEDED", failure(report)
+    assert visited(report) == [FILE_OR_SWEEP, CHECK, SWEEP_ROUTE, *STEPS]
+    assert report["output"][SWEEP.result] == {"files": 1, "batches": 0}
+    check_arguments(stack, report, sweep)
+    reports[sweep.name] = report
+    served = postgres_summary(stack.database_url)
+    assert served == expected != served_before
+    # What changed is exactly the lost file's customers' rows (new ones, or new totals).
+    changed = {r[0] for r in set(served) - set(served_before)}
+    assert changed and changed <= _customers(lost.path)
+
+    # The next sweep has nothing to do: no Glue job, no database work, no run record.
+    idle = stack.start_sweep()
+    report = stack.run(idle)
+    assert report["status"] == "SUCCEEDED", failure(report)
+    assert visited(report) == [FILE_OR_SWEEP, CHECK, SWEEP_ROUTE, NOTHING_PENDING]
+    assert report["output"][SWEEP.result] == {"files": 0, "batches": 0}
+    assert [i["state"] for i in report["invocations"]] == [CHECK]
+    check_arguments(stack, report, idle)
     names = list(reports)
 
     # The transient failures of the second file: each retried once, by the retrier that names
@@ -404,9 +463,10 @@ def test_s3_events_drive_executions_whose_result_equals_the_embedded_run(
     for other in (r for r in reports.values() if r is not second):
         assert not any(e["type"] == "StateRetried" for e in other["events"])
 
-    # Every delivery handled, the first one twice: one execution per file on Step Functions.
+    # Every delivery handled, the first one twice: one execution per delivered file, plus the
+    # two sweeps, on Step Functions.
     stack.trigger(first_delivery)
-    assert sorted(stack.executions()) == sorted(names)
+    assert sorted(stack.executions()) == sorted([*names, idle.name])
 
     assert postgres_summary(stack.database_url) == expected
 
@@ -422,17 +482,20 @@ def test_s3_events_drive_executions_whose_result_equals_the_embedded_run(
     rejected = runs_on_lake(stack, "show", names[2])
     assert [(f["path"], f["file_rejection"]) for f in rejected["files"]] == [
         (f"{Lake.bronze_dir(days[1].ingestion_date)}/wrong_header.csv", "missing_columns")]
-    assert stack.password not in json.dumps([shown, rejected, runs])
+    swept = runs_on_lake(stack, "show", sweep.name)
+    assert [f["path"] for f in swept["files"]] == [lost_key]
+    assert stack.password not in json.dumps([shown, rejected, swept, runs])
 
 
 @pytest.mark.parametrize(("step", "error"), [
     # The lake refuses the commit record: the Glue job run fails, every attempt.
     ("silver_to_gold", "read-only"),
-    # The secret names a database engine that is not served: the upsert Lambda fails.
+    # The secret names a database engine that is not served: the upsert Lambda fails. The
+    # batch is committed but not served: the next sweep serves it, without the first steps.
     ("upsert", "oracle"),
 ])
 def test_a_permanent_failure_takes_the_catch_path_and_shows_in_purchases_runs(
-    stack: Stack, tmp_path: Path, step: str, error: str
+    stack: Stack, settings: Settings, tmp_path: Path, step: str, error: str
 ) -> None:
     (f,) = generate(tmp_path / "gen", rows=200, days=1, seed=29, bad_ratio=0.05)
     for body in stack.notifications(stack.upload(f)):
@@ -451,7 +514,8 @@ def test_a_permanent_failure_takes_the_catch_path_and_shows_in_purchases_runs(
     assert report["status"] == "FAILED"
     assert report["error"] == stack.definition["States"][end].get("Error", report["error"])
     order = ["bronze_to_silver", "silver_to_gold", "gold_to_staging", "upsert"]
-    assert visited(report) == [*order[:order.index(step) + 1], catch["Next"], recorder, end]
+    assert visited(report) == [FILE_OR_SWEEP, *order[:order.index(step) + 1], catch["Next"],
+                               recorder, end]
     # As the Retry says: a failed Glue job run is retried (States.TaskFailed), a Lambda's
     # permanent error is not.
     if step in GLUE_STEPS:
@@ -479,3 +543,43 @@ def test_a_permanent_failure_takes_the_catch_path_and_shows_in_purchases_runs(
     assert all(steps[later] == ("skipped", 0) for later in order[order.index(step) + 1:])
     assert stack.password not in json.dumps(shown)
     assert postgres_summary(stack.database_url) == []
+    if step != "upsert":
+        return
+
+    # The next sweep finds the unserved batch: it stages and applies it, nothing more.
+    sweep = stack.start_sweep()
+    report = stack.run(sweep)
+    assert report["status"] == "SUCCEEDED", failure(report)
+    assert visited(report) == [FILE_OR_SWEEP, CHECK, SWEEP_ROUTE, "gold_to_staging", "upsert"]
+    assert report["output"][SWEEP.result] == {"files": 0, "batches": 1}
+    check_arguments(stack, report, sweep)
+    assert postgres_summary(stack.database_url) == embedded_summary(settings, [f])
+    shown = runs_on_lake(stack, "show", sweep.name)
+    assert (shown["status"], shown["files"]) == ("succeeded", [])
+    assert {s["step"]: s["status"] for s in shown["steps"]} == {
+        "bronze_to_silver": "skipped", "silver_to_gold": "skipped",
+        "gold_to_staging": "succeeded", "upsert": "succeeded"}
+
+
+def test_a_failed_sweep_check_takes_the_catch_path_and_shows_in_purchases_runs(
+    stack: Stack,
+) -> None:
+    sweep = stack.start_sweep()
+    # The database's secret names an engine that is not served: the check cannot read the
+    # ledger, a permanent error (no retry).
+    broken = {"PURCHASES_DATABASE_SECRET_ARN": stack.secret(engine="oracle")}
+    report = stack.run(sweep, {CHECK: {"*": broken}})
+    assert report["status"] == "FAILED"
+    (catch,) = stack.definition["States"][CHECK]["Catch"]
+    assert visited(report) == [FILE_OR_SWEEP, CHECK, catch["Next"], "record_failure",
+                               "run_failed"]
+    assert attempts(report, CHECK) == ["ConfigError"]
+    assert attempts(report, "record_failure") == ["SUCCEEDED"]
+    check_arguments(stack, report, sweep)
+    (run,) = runs_on_lake(stack)
+    assert (run["run_id"], run["status"], run["failed_step"]) == (sweep.name, "failed", CHECK)
+    shown = runs_on_lake(stack, "show", sweep.name)
+    assert "oracle" in shown["error"] and shown["error_class"] == "ConfigError"
+    assert [(s["step"], s["status"]) for s in shown["steps"]] == [
+        (CHECK, "failed"), *((s, "skipped") for s in STEPS)]
+    assert stack.password not in json.dumps(shown)

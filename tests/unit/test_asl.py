@@ -12,12 +12,21 @@ from typing import Any
 
 import pytest
 
-from purchases.aws.asl import DEFINITION_FILE, render, substitutions, to_asl
+from purchases.aws.asl import (
+    DEFINITION_FILE,
+    FILE_OR_SWEEP,
+    NOTHING_PENDING,
+    SWEEP_ROUTE,
+    render,
+    substitutions,
+    to_asl,
+)
 from purchases.pipeline import (
     ALL_ERRORS,
     FAILURE_STATE,
     PIPELINE,
     RECORD_FAILURE,
+    SWEEP,
     TASK_FAILED,
     TRANSIENT,
     task,
@@ -28,6 +37,8 @@ GLUE_ERRORS = {"Glue.ConcurrentRunsExceededException", "Glue.ThrottlingException
 LAMBDA_ERRORS = {"Lambda.ServiceException", "Lambda.AWSLambdaException",
                  "Lambda.SdkClientException", "Lambda.TooManyRequestsException"}
 STEPS = [t.name for t in PIPELINE]
+CHECK = SWEEP.check.name
+TASKS = [*STEPS, CHECK]
 
 
 @pytest.fixture(scope="module")
@@ -35,25 +46,62 @@ def states() -> dict[str, Any]:
     return to_asl()["States"]
 
 
-def test_the_steps_chain_in_order_and_every_state_is_reachable(states: dict) -> None:
-    asl = to_asl()
-    assert asl["StartAt"] == "bronze_to_silver"
-    name, order = asl["StartAt"], []
+def _chain(states: dict, name: str) -> list[str]:
+    order = []
     while name:
         order.append(name)
         name = states[name].get("Next")
-    assert order == STEPS and states["upsert"]["End"] is True
-    assert set(states) == {*STEPS, *(f"{s}_failed" for s in STEPS), RECORD_FAILURE,
-                           FAILURE_STATE}
+    return order
+
+
+def test_the_steps_chain_in_order_and_every_state_is_reachable(states: dict) -> None:
+    asl = to_asl()
+    assert asl["StartAt"] == FILE_OR_SWEEP
+    assert _chain(states, states[FILE_OR_SWEEP]["Default"]) == STEPS
+    assert states["upsert"]["End"] is True
+    assert set(states) == {*TASKS, *(f"{s}_failed" for s in TASKS), RECORD_FAILURE,
+                           FAILURE_STATE, FILE_OR_SWEEP, SWEEP_ROUTE, NOTHING_PENDING}
     reached, todo = set(), [asl["StartAt"]]
     while todo:
         name = todo.pop()
         if name in reached:
             continue
         reached.add(name)
-        todo += [states[name].get("Next")] + [c["Next"] for c in states[name].get("Catch", [])]
+        state = states[name]
+        todo += [state.get("Next"), state.get("Default"),
+                 *(c["Next"] for c in state.get("Catch", [])),
+                 *(c["Next"] for c in state.get("Choices", []))]
         todo = [n for n in todo if n]
     assert reached == set(states)
+
+
+def test_an_execution_with_a_file_runs_the_pipeline_and_a_sweep_checks_first(
+    states: dict
+) -> None:
+    start = states[FILE_OR_SWEEP]
+    # The run input is strings; the schedule's sweep has s3_path "" (deploy/template.yaml).
+    assert start["Type"] == "Choice" and start["Default"] == STEPS[0]
+    assert start["Choices"] == [{"Variable": "$.s3_path", "StringEquals": "", "Next": CHECK}]
+    check = states[CHECK]
+    assert check["Resource"] == "arn:aws:states:::lambda:invoke"
+    assert check["Parameters"] == {"FunctionName": "${PendingFunctionArn}",
+                                   "Payload": {"run_id.$": "$$.Execution.Name", "step": CHECK}}
+    # Its counts go beside the run input, which every later step still reads whole.
+    assert check["ResultPath"] == "$.pending"
+    assert check["ResultSelector"] == {"files.$": "$.Payload.files",
+                                       "batches.$": "$.Payload.batches"}
+    assert check["Next"] == SWEEP_ROUTE and check["TimeoutSeconds"] == 900
+    assert check["Catch"] == [{"ErrorEquals": [ALL_ERRORS], "ResultPath": "$.error",
+                               "Next": f"{CHECK}_failed"}]
+    route = states[SWEEP_ROUTE]
+    assert route["Type"] == "Choice"
+    assert route["Choices"] == [
+        {"Variable": "$.pending.files", "NumericGreaterThan": 0, "Next": "bronze_to_silver"},
+        {"Variable": "$.pending.batches", "NumericGreaterThan": 0, "Next": "gold_to_staging"}]
+    # Nothing to do: the sweep ends there, before any Glue job or database write.
+    assert route["Default"] == NOTHING_PENDING
+    assert states[NOTHING_PENDING]["Type"] == "Succeed"
+    assert _chain(states, "gold_to_staging") == STEPS[2:]
 
 
 def test_glue_tasks_run_the_job_with_string_arguments(states: dict) -> None:
@@ -107,20 +155,21 @@ def test_glue_tasks_retry_service_errors_with_jitter_then_a_failed_run_twice(
         assert failed_run["ErrorEquals"] == [TASK_FAILED] and failed_run["MaxAttempts"] == 2
 
 
-def test_the_lambda_task_retries_lambda_errors_and_the_declared_transient_retry(
-    states: dict
+@pytest.mark.parametrize("name", ["upsert", CHECK])
+def test_lambda_tasks_retry_lambda_errors_and_the_declared_transient_retry(
+    states: dict, name: str
 ) -> None:
-    *service, own = _retriers(states["upsert"])
+    *service, own = _retriers(states[name])
     assert {e for r in service for e in r["ErrorEquals"]} == LAMBDA_ERRORS
     assert all(r["JitterStrategy"] == "FULL" and "MaxDelaySeconds" in r for r in service)
-    declared = task("upsert").retry
+    declared = task(name).retry
     assert own == {"ErrorEquals": [TRANSIENT], "IntervalSeconds": declared.interval_seconds,
                    "BackoffRate": declared.backoff_rate, "MaxAttempts": declared.max_attempts}
-    assert all(TASK_FAILED not in r["ErrorEquals"] for r in states["upsert"]["Retry"])
+    assert all(TASK_FAILED not in r["ErrorEquals"] for r in states[name]["Retry"])
 
 
 def test_every_catch_records_the_failure_then_fails(states: dict) -> None:
-    for step in STEPS:
+    for step in TASKS:
         assert states[step]["Catch"] == [
             {"ErrorEquals": [ALL_ERRORS], "ResultPath": "$.error", "Next": f"{step}_failed"}]
         assert states[f"{step}_failed"] == {
@@ -145,7 +194,8 @@ def test_placeholders_are_exactly_the_substitutions() -> None:
     text = render(to_asl())
     assert set(re.findall(r"\$\{([A-Za-z0-9]+)\}", text)) == set(substitutions()) == {
         "BronzeToSilverJobName", "SilverToGoldJobName", "GoldToStagingJobName",
-        "UpsertFunctionArn", "RecordFailureFunctionArn"}
+        "UpsertFunctionArn", "PendingFunctionArn", "RecordFailureFunctionArn"}
+    assert substitutions()["PendingFunctionArn"] == CHECK
     named = to_asl(resources={"upsert": "arn:aws:lambda:us-east-1:1:function:up"})["States"]
     assert named["upsert"]["Parameters"]["FunctionName"] == (
         "arn:aws:lambda:us-east-1:1:function:up")

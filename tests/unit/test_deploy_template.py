@@ -21,7 +21,7 @@ from purchases import secrets
 from purchases.aws import asl, glue_catalog, glue_job, lambdas, package
 from purchases.config import Settings
 from purchases.contract import BRONZE_FILE_SUFFIXES
-from purchases.pipeline import PIPELINE, RUN_PARAMETERS
+from purchases.pipeline import PIPELINE, RESOURCES, RUN_PARAMETERS, SWEEP
 
 TEMPLATE = Path(__file__).resolve().parents[2] / "deploy" / "template.yaml"
 
@@ -123,7 +123,17 @@ def test_each_substitution_names_the_resource_that_runs_its_step(template) -> No
         if key.endswith("JobName"):
             assert subs[key] == {"Ref": jobs[step]}, key
         else:
-            assert subs[key] == {"Fn::GetAtt": [functions[step], "Arn"]}, key
+            assert subs[key] == {"Fn::GetAtt": [functions[asl.function_name(step)], "Arn"]}, key
+    assert functions[SWEEP.function] == "PendingFunction"
+
+
+def test_the_state_machine_may_invoke_every_function_it_names(template) -> None:
+    named = {target(v) for k, v in props(template, "StateMachine")[
+        "DefinitionSubstitutions"].items() if k.endswith("FunctionArn")}
+    (invoke,) = [st for role, st in statements(template)
+                 if role == "StateMachineRole" and st["Action"] == "lambda:InvokeFunction"]
+    assert {target(r) for r in invoke["Resource"] if "Fn::GetAtt" in r} == named
+    assert named == {"UpsertFunction", "RecordFailureFunction", "PendingFunction"}
 
 
 def test_the_state_machine_logs_to_a_log_group_with_retention(template) -> None:
@@ -162,6 +172,21 @@ def test_one_glue_job_per_glue_step(template) -> None:
         for name in args:
             assert name[2:] in glue_job.OPTIONAL_ARGS or "-" in name[2:], (logical, name)
         assert set(args["--custom-logGroup-prefix"]["Fn::Sub"].split("/")) >= {"aws-glue"}
+        # Glue's own TIMEOUT must end a hung run before the Task's TimeoutSeconds does (with
+        # a few of Step Functions' status polls to spare), so the run says TIMEOUT.
+        assert 60 <= RESOURCES["glue"].timeout_seconds - 60 * p["Timeout"] <= 900, logical
+
+
+def test_the_jobs_that_validate_rows_get_the_same_validation_settings(template) -> None:
+    # silver_to_gold validates again (its bronze_to_silver) after a lost commit race: with
+    # other settings the same file would be judged twice, differently.
+    jobs = {props(template, k)["DefaultArguments"]["--step"]: props(template, k)
+            for k in of_type(template, "AWS::Glue::Job")}
+    validation = {step: {n: jobs[step]["DefaultArguments"].get(f"--{n}")
+                         for n in glue_job.VALIDATION_ARGS}
+                  for step in ("bronze_to_silver", "silver_to_gold")}
+    assert validation["bronze_to_silver"] == validation["silver_to_gold"], validation
+    assert set(glue_job.VALIDATION_ARGS) <= set(glue_job.SETTING_ARGS)
 
 
 def test_the_job_that_loads_the_database_has_its_secret_and_network(template) -> None:
@@ -191,11 +216,11 @@ def test_glue_jobs_log_groups_exist_with_retention(template) -> None:
 # --- Lambdas --------------------------------------------------------------------------------
 
 
-def test_lambda_handlers_exist_and_are_the_modules_three(template) -> None:
+def test_lambda_handlers_exist_and_are_the_modules_four(template) -> None:
     functions = of_type(template, "AWS::Lambda::Function")
     handlers = {f["Properties"]["Handler"] for f in functions.values()}
     assert handlers == {f"purchases.aws.lambdas.{n}" for n in ("trigger", "upsert",
-                                                               "record_failure")}
+                                                               "record_failure", "pending")}
     for f in functions.values():
         p = f["Properties"]
         module, _, name = p["Handler"].rpartition(".")
@@ -219,12 +244,31 @@ def test_the_trigger_starts_this_state_machine_and_has_a_dead_letter_queue(templ
 
 
 def test_the_database_lambdas_run_in_the_database_vpc(template) -> None:
-    for logical in ("UpsertFunction", "RecordFailureFunction"):
+    for logical in ("UpsertFunction", "RecordFailureFunction", "PendingFunction"):
         vpc = props(template, logical)["VpcConfig"]
         assert vpc == {"SubnetIds": {"Ref": "SubnetIds"},
                        "SecurityGroupIds": {"Ref": "SecurityGroupIds"}}
-    upsert_env = props(template, "UpsertFunction")["Environment"]["Variables"]
-    assert upsert_env[secrets.SETTING] == {"Ref": "DatabaseSecretArn"}
+    for logical in ("UpsertFunction", "PendingFunction"):  # the ledger is in the database
+        env = props(template, logical)["Environment"]["Variables"]
+        assert env[secrets.SETTING] == {"Ref": "DatabaseSecretArn"}
+    assert "VpcConfig" not in props(template, "TriggerFunction")
+
+
+def test_the_sweeps_check_only_reads(template) -> None:
+    pending = props(template, "PendingFunction")
+    assert pending["Handler"] == f"purchases.aws.lambdas.{SWEEP.function}"
+    assert pending["Timeout"] <= RESOURCES["lambda"].timeout_seconds
+    actions = {a for role, st in statements(template) if role == target(pending["Role"])
+               for a in as_list(st["Action"])}
+    writes = {a for a in actions if a.startswith(("s3:Put", "s3:Delete", "kms:Generate",
+                                                   "kms:Encrypt", "states:", "sqs:", "sns:"))}
+    assert writes == set() and {"s3:GetObject", "s3:ListBucket"} <= actions
+    # Reads: bronze files and the commit log (and their folder names, which the file system
+    # asks HeadObject of), nothing else of the lake.
+    (read,) = [st for role, st in statements(template) if role == target(pending["Role"])
+               and st["Action"] == "s3:GetObject"]
+    assert [r["Fn::Sub"].removeprefix("${LakeBucket.Arn}/") for r in read["Resource"]] == [
+        "bronze", "bronze/*", "_state/commits", "_state/commits/*", "_state/checkpoint.json"]
 
 
 def test_bronze_events_reach_the_trigger_for_data_files_only(template) -> None:
@@ -252,6 +296,10 @@ def test_the_sweep_starts_an_execution_with_no_file(template) -> None:
     assert sweep["Target"]["Arn"] == {"Ref": "StateMachine"}
     assert json.loads(sweep["Target"]["Input"]) == {p: "" for p in RUN_PARAMETERS}
     assert template["Parameters"]["SweepSchedule"]["Default"] == "rate(1 hour)"
+    # That input is what the definition's first Choice sends to the sweep's check.
+    (choice,) = asl.to_asl()["States"][asl.FILE_OR_SWEEP]["Choices"]
+    assert choice["Variable"] == f"$.{SWEEP.file_parameter}"
+    assert json.loads(sweep["Target"]["Input"])[SWEEP.file_parameter] == choice["StringEquals"]
 
 
 def test_failed_executions_notify_the_failure_topic(template) -> None:
@@ -337,7 +385,7 @@ def test_one_role_per_function_job_state_machine_and_schedule(template) -> None:
 def test_only_the_database_roles_read_the_secret(template) -> None:
     readers = {role for role, st in statements(template)
                if "secretsmanager:GetSecretValue" in as_list(st["Action"])}
-    assert readers == {"UpsertRole", "GoldToStagingRole"}
+    assert readers == {"UpsertRole", "GoldToStagingRole", "PendingRole"}
     for role, st in statements(template):
         if "secretsmanager:GetSecretValue" in as_list(st["Action"]):
             assert as_list(st["Resource"]) == [{"Ref": "DatabaseSecretArn"}], role

@@ -10,6 +10,8 @@ from purchases.pipeline import (
     ALL_ERRORS,
     PIPELINE,
     RESOURCES,
+    RUN_PARAMETERS,
+    SWEEP,
     TASK_FAILED,
     TRANSIENT,
     Retry,
@@ -28,6 +30,24 @@ def test_declaration_is_the_four_steps_in_order() -> None:
     assert all(t.resource in RESOURCES for t in PIPELINE)
     with pytest.raises(KeyError):
         task("nope")
+
+
+def test_the_sweep_checks_with_a_lambda_and_starts_at_a_declared_step() -> None:
+    steps = [t.name for t in PIPELINE]
+    assert SWEEP.file_parameter in RUN_PARAMETERS
+    check = SWEEP.check
+    assert check.name not in steps and task(check.name) is check
+    # A Lambda: an idle sweep must not start a Glue job to find out it is idle.
+    assert check.resource == "lambda" and check.parameters == ()
+    assert check.aws_retries == (*RESOURCES["lambda"].retries, check.retry)
+    assert check.retry.error_equals == (TRANSIENT,)
+    # Pending files need the whole pipeline; unserved batches only the serving steps, which
+    # apply every committed batch the database has not applied.
+    assert [(r.count, r.step) for r in SWEEP.routes] == [
+        ("files", "bronze_to_silver"), ("batches", "gold_to_staging")]
+    assert all(r.step in steps for r in SWEEP.routes)
+    assert SWEEP.routes[0].step == steps[0]
+    assert SWEEP.result not in RUN_PARAMETERS and SWEEP.result not in ("error", "failed_step")
 
 
 def test_every_step_retries_its_transient_failures() -> None:

@@ -38,9 +38,10 @@ the run's record (Step Functions retries a Task alone, so the execution cannot g
 first step). ``--step all`` runs the local orchestrator (`run_pipeline`, under the lock,
 trigger "glue").
 
-Exit status: 0 success, 1 permanent failure, 3 the commit race was lost more than
-MAX_REPLANS times (run the execution again), 75 (EX_TEMPFAIL) a transient failure worth a
-retry. The last line on stdout is a JSON summary of what the step did.
+Exit status: 0 success, 1 permanent failure, 3 the commit race was lost even after planning
+again MAX_REPLANS times (the run's files stay pending: the next sweep execution processes
+them), 75 (EX_TEMPFAIL) a transient failure worth a retry. The last line on stdout is a JSON
+summary of what the step did.
 """
 
 from __future__ import annotations
@@ -70,6 +71,10 @@ SETTING_ARGS: tuple[str, ...] = (
     "max_amount", "max_record_bytes", "home", "engine", "memory_limit", "glue_database",
     "glue_table_prefix",
 )
+VALIDATION_ARGS: tuple[str, ...] = ("fx_rates", "max_amount", "max_record_bytes")
+"""The settings that decide which rows are valid. bronze_to_silver validates, and
+silver_to_gold validates again when it plans again after a lost commit race: both jobs must
+be given the same (deploy/template.yaml; tests/unit/test_deploy_template.py checks)."""
 RUN_ARGS: tuple[str, ...] = ("step", "run_id", "year", "month", "day", "s3_path")
 OPTIONAL_ARGS: tuple[str, ...] = (*RUN_ARGS, *SETTING_ARGS)
 EXIT_OK, EXIT_FAILED, EXIT_CONFLICT, EXIT_TRANSIENT = 0, 1, 3, 75
@@ -214,6 +219,8 @@ def run(args: dict[str, str | None]) -> dict[str, Any]:
 
         commit_log.recover(lake, commit_log.load_commits(lake),
                            lambda other: other != run_id and run_is_dead(lake, other))
+    if step != COMMIT_STEP:
+        _skip_steps_before(record, step)
     # Step Functions retries by invoking the job again: one attempt per process.
     if step == COMMIT_STEP:
         result = commit_or_plan_again(ctx, record)
@@ -246,7 +253,8 @@ def commit_or_plan_again(ctx: RunContext, record: RunRecord) -> StepResult:
     replans = 0
     while True:
         if replan:
-            _reopen(record)
+            # As the orchestrator's re-plan; a Glue run has no running marker to renew.
+            step_runner.reopen(record)
             step_runner.run_step(task(PIPELINE[0].name), plan_ctx, record, retry=False)
         try:
             return step_runner.run_step(task(COMMIT_STEP), ctx, record, retry=False)
@@ -260,14 +268,15 @@ def commit_or_plan_again(ctx: RunContext, record: RunRecord) -> StepResult:
         replans, replan = replans + 1, True
 
 
-def _reopen(record: RunRecord) -> None:
-    """Undo the failed state run_step recorded for a lost commit race: the run goes on (as
-    the orchestrator's re-plan; a Glue run has no running marker to renew)."""
-    record.status, record.finished_at = "running", None
-    record.failed_step = record.error_class = record.error = None
+def _skip_steps_before(record: RunRecord, step: str) -> None:
+    """Mark the steps before `step` that never ran in this execution as skipped: a sweep that
+    found only unserved batches starts at gold_to_staging (pipeline.SWEEP). (Before the commit
+    step a pending plan means a lost race, which commit_or_plan_again plans again.)"""
     for s in record.steps:
-        if s.status in ("failed", "skipped"):
-            s.status = "pending"
+        if s.step == step:
+            return
+        if s.status == "pending":
+            s.status = "skipped"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -289,8 +298,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"purchases glue job: transient failure (retry): {exc}", file=sys.stderr)
         return EXIT_TRANSIENT
     except CommitConflict as exc:
-        print(f"purchases glue job: lost the commit race every time it planned again (run the "
-              f"execution again): {exc}", file=sys.stderr)
+        print(f"purchases glue job: lost the commit race every time it planned again; the "
+              f"files stay pending for the next sweep: {exc}", file=sys.stderr)
         return EXIT_CONFLICT
     except PurchasesError as exc:
         print(f"purchases glue job: {exc}", file=sys.stderr)

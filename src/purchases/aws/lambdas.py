@@ -1,12 +1,13 @@
-"""AWS Lambda handlers: `trigger`, `upsert`, `record_failure` (the deployment template names
-them `purchases.aws.lambdas.<name>`).
+"""AWS Lambda handlers: `trigger`, `pending`, `upsert`, `record_failure` (the deployment
+template names them `purchases.aws.lambdas.<name>`).
 
 Configuration is the product's (PURCHASES_* environment variables, `config.Settings`) plus
 PURCHASES_STATE_MACHINE_ARN for `trigger`. PURCHASES_LAKE must be set (s3://bucket/prefix).
 Endpoint, region and credentials of the AWS APIs are the standard AWS ones.
 
 No handler imports an engine (duckdb, pyspark, pyarrow): `trigger` needs the lake's location
-and botocore, `upsert` the serving module, `record_failure` the run history.
+and botocore, `pending` the commit log and the serving ledger, `upsert` the serving module,
+`record_failure` the run history.
 
 Events
 ------
@@ -30,6 +31,19 @@ ingestion date from its bronze path), named by `execution_name`: the same delive
 handled. Other AWS errors are raised after every file was tried (the Lambda retry then
 starts only what is missing).
 
+``pending(event, context)`` is the sweep's check (`pipeline.SWEEP`, state ``find_pending``):
+an execution without a file invokes it first, with ``{"run_id": <execution name>, "step":
+"find_pending"}``. It counts the bronze files not processed yet (path + sha256 in no commit,
+`steps.pending_files`: a file is read only when a processed path's size or stamp moved) and
+the committed batches with gold output that the serving database's ledger does not hold
+(the database is opened as `upsert` opens it, schema migrated if behind), and returns
+``{"run_id", "files": <n>, "batches": <n>, "pending_files": [<the first PENDING_LISTED
+paths>], "unserved_batches": [<the first PENDING_LISTED ids>]}``; the state machine keeps the
+two counts and starts at bronze_to_silver (files), gold_to_staging (batches only) or ends.
+It writes nothing to the lake and no run record (an idle sweep leaves none). The database is
+PURCHASES_DATABASE_SECRET_ARN or PURCHASES_DATABASE_URL, as for ``upsert``; its errors are
+raised as ``upsert``'s are.
+
 ``upsert(event, context)`` receives the Payload the state machine passes its Lambda tasks,
 ``{"run_id": <execution name>, "step": "upsert", "year", "month", "day"}``, runs the upsert
 step (every committed batch not yet in the serving ledger, oldest first) through
@@ -52,7 +66,9 @@ often a JSON string: a Lambda's ``{"errorType", "errorMessage", ...}`` or a Glue
 ``{"JobName", "Id", "JobRunState", "ErrorMessage", ...}``; the message and class are taken
 from it. The failure is recorded in ``_state/runs/<run_id>.json`` (status failed,
 failed_step, error_class, error; trigger "aws" when no step recorded the run before), so
-`purchases runs` on any machine shows it. Recording the same failure again changes nothing.
+`purchases runs` on any machine shows it; a failed sweep check (step ``find_pending``) is shown
+as a step before the pipeline's, which are skipped. Recording the same failure again changes
+nothing.
 Returns ``{"run_id", "step", "status": "failed", "error_class", "error", "recorded"}``.
 """
 
@@ -67,13 +83,13 @@ from contextlib import suppress
 from datetime import date
 from typing import Any
 
-from purchases import step_runner
+from purchases import commit_log, serving, step_runner
 from purchases.aws.clients import aws_client
 from purchases.config import Settings, load_settings
 from purchases.errors import ConfigError, InputError, PurchasesError
-from purchases.history import RunRecord
-from purchases.pipeline import PIPELINE, RUN_PARAMETERS, TRANSIENT, task
-from purchases.steps import RunContext
+from purchases.history import RunRecord, StepRun
+from purchases.pipeline import PIPELINE, RUN_PARAMETERS, SWEEP, TRANSIENT, task
+from purchases.steps import RunContext, pending_files
 from purchases.storage import Lake, parse_bronze_path
 from purchases.triggers import CreatedObject, Skipped, lake_bucket, parse_notifications
 
@@ -227,6 +243,45 @@ def _resume(
     return None
 
 
+# --- pending (the sweep's check) -----------------------------------------------------------
+
+PENDING_LISTED = 20
+"""Pending paths and unserved batch ids named in the check's result (the counts are whole):
+enough to read in the execution history, far from Step Functions' 256 KB state limit."""
+
+
+def pending(event: Any, context: Any = None) -> dict[str, Any]:
+    """Count the bronze files and committed batches a sweep execution has to process or
+    serve (module doc). Changes nothing in the lake.
+
+    Raises:
+        Exception: named `Purchases.Transient` (worth the task's Retry) or after the product's
+            error class, with a message that holds no password.
+    """
+    _setup_logging()
+    event = event if isinstance(event, dict) else {}
+    step = event.get("step") or SWEEP.check.name
+    try:
+        if step != SWEEP.check.name:
+            raise InputError(f"the pending Lambda runs {SWEEP.check.name}, not {step!r}")
+        run_id = _run_id(event)
+        settings = _serving_settings("pending")
+        lake = Lake(settings.lake_uri)
+        commits = commit_log.load_commits(lake)
+        files = [f.path for f in pending_files(lake, commits)]
+        with serving.connect(settings) as db:
+            applied = db.applied_batches()
+        # What gold_to_staging and upsert would take: committed, with gold output, not applied.
+        batches = [c.batch_id for c in commits
+                   if c.batch_id not in applied and commit_log.gold_files(c)]
+    except Exception as exc:
+        raise _lambda_error(exc) from None
+    log.info("run %s: %d pending file(s) %s, %d unserved batch(es) %s", run_id, len(files),
+             files[:PENDING_LISTED], len(batches), batches[:PENDING_LISTED])
+    return {"run_id": run_id, "files": len(files), "batches": len(batches),
+            "pending_files": files[:PENDING_LISTED], "unserved_batches": batches[:PENDING_LISTED]}
+
+
 # --- upsert --------------------------------------------------------------------------------
 
 
@@ -243,11 +298,7 @@ def upsert(event: Any, context: Any = None) -> dict[str, Any]:
     if step != "upsert":
         raise InputError(f"the upsert Lambda runs the upsert step, not {step!r}")
     try:
-        settings = _settings()
-        if not (settings.database_secret_arn or settings.database_url):
-            # The default SQLite file would live in the function's own (read-only) folder.
-            raise ConfigError("set PURCHASES_DATABASE_SECRET_ARN (or PURCHASES_DATABASE_URL): "
-                              "the upsert Lambda has no serving database of its own")
+        settings = _serving_settings("upsert")
         lake = Lake(settings.lake_uri)
         run_id = _run_id(event) or _fresh_run_id()
         record = step_runner.load_or_start(lake, run_id, PIPELINE, trigger=TRIGGER,
@@ -295,9 +346,14 @@ def record_failure(event: Any, context: Any = None) -> dict[str, Any]:
                                        run_input=run_in)
     step = event.get("step") or _failed_step(record)
     known = {s.step for s in record.steps}
+    if step == SWEEP.check.name and step not in known:
+        # The sweep's check failed before any step ran: shown first, the steps after it
+        # skipped, as `purchases runs show` shows any failed step.
+        record.steps.insert(0, StepRun(step))
+        known.add(step)
     if step not in known:
         raise InputError(f"record_failure: step {step!r} is not a pipeline step "
-                         f"({', '.join(sorted(known))})")
+                         f"({', '.join(sorted(known | {SWEEP.check.name}))})")
     recorded = _mark_failed(record, step, error_class, message, run_in)
     if recorded:
         step_runner.finish(lake, record)
@@ -376,6 +432,15 @@ def _settings() -> Settings:
     return settings
 
 
+def _serving_settings(function: str) -> Settings:
+    settings = _settings()
+    if not (settings.database_secret_arn or settings.database_url):
+        # The default SQLite file would live in the function's own (read-only) folder.
+        raise ConfigError("set PURCHASES_DATABASE_SECRET_ARN (or PURCHASES_DATABASE_URL): "
+                          f"the {function} Lambda has no serving database of its own")
+    return settings
+
+
 def _run_id(event: Mapping[str, Any]) -> str | None:
     """The execution's run id (its name), checked to be one path component."""
     value = event.get("run_id")
@@ -416,5 +481,5 @@ def _setup_logging() -> None:
             logger.setLevel(level if isinstance(level, int) else logging.INFO)
 
 
-__all__ = ["describe_error", "execution_input", "execution_name", "record_failure", "scrub",
-           "trigger", "upsert"]
+__all__ = ["describe_error", "execution_input", "execution_name", "pending", "record_failure",
+           "scrub", "trigger", "upsert"]

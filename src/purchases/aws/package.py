@@ -3,7 +3,7 @@
     purchases-<version>-py3-none-any.whl   the project; Glue 5.0 installs it
                                            (--additional-python-modules)
     glue_job.py                            every Glue job's script (aws/glue_script.py)
-    lambda.zip                             the three handlers, for python3.12 on x86_64
+    lambda.zip                             the four handlers, for python3.12 on x86_64
     statemachine.asl.json                  the rendered definition (aws/asl.py)
     manifest.json                          {"version", "wheel", "files": {name: sha256}}
 
