@@ -64,7 +64,8 @@ class StateMachine:
         while state:
             if self.asl["States"][state]["Type"] == "Task":
                 names.append(state)
-            state = self.asl["States"][state].get("Next") or self.asl["States"][state].get("Default")
+            here = self.asl["States"][state]
+            state = here.get("Next") or here.get("Default")
         return names
 
     def step(self, name: str, execution: str, run_input: dict[str, str]
