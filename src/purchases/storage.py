@@ -277,10 +277,11 @@ class Lake:
     def list_files(self, rel: str) -> list[str]:
         """Lake-relative paths of every file below rel (empty when rel does not exist)."""
         base = self.full(rel)
-        with self._reading(rel):
-            if not self.fs.exists(base):
-                return []
-            found = self.fs.find(base)
+        try:
+            with self._reading(rel):
+                found = self.fs.find(base) if self.fs.exists(base) else []
+        except FileNotFoundError:  # emptied in between: on S3 a folder ends with its last key
+            return []
         prefix = self.root + "/"
         return sorted(p[len(prefix) :] for p in found if p.startswith(prefix))
 
@@ -288,10 +289,11 @@ class Lake:
         """Names of the entries (files or folders) directly below rel, sorted; hidden ones
         (in-flight temporaries) left out."""
         base = self.full(rel)
-        with self._reading(rel):
-            if not self.fs.exists(base):
-                return []
-            listed = self.fs.ls(base, detail=False)
+        try:
+            with self._reading(rel):
+                listed = self.fs.ls(base, detail=False) if self.fs.exists(base) else []
+        except FileNotFoundError:  # emptied in between (another run published its last move)
+            return []
         names = (posixpath.basename(p.rstrip("/")) for p in listed)
         return sorted(n for n in names if n and not n.startswith("."))
 
@@ -299,10 +301,11 @@ class Lake:
         """Every landed bronze data file, in (ingestion date, path) order."""
         found = []
         base = self.full("bronze")
-        with self._reading("bronze"):
-            if not self.fs.exists(base):
-                return []
-            listed = self.fs.find(base, detail=True)
+        try:
+            with self._reading("bronze"):
+                listed = self.fs.find(base, detail=True) if self.fs.exists(base) else {}
+        except FileNotFoundError:
+            return []
         prefix = self.root + "/"
         for full, info in listed.items():
             obj = _bronze_object(full[len(prefix) :], info)
