@@ -6,13 +6,17 @@ For SQLite, PostgreSQL and MariaDB/MySQL (each in a throw-away database), prints
   (`ServingDatabase.load_staging`: COPY on PostgreSQL, LOAD DATA LOCAL on MySQL/MariaDB,
   multi-row INSERT on SQLite), plus the alternatives considered (executemany on PostgreSQL,
   multi-row INSERT on MySQL);
-* upsert into the summary: the naive path (one INSERT ... ON CONFLICT / ON DUPLICATE KEY
-  per row) against `apply_batch` (one set-based INSERT ... SELECT from staging), for new
-  customers and for N customers that all changed.
+* upsert into the summary: the naive path (one upsert statement per customer) against
+  `apply_batch` (one set-based INSERT ... SELECT from staging), for new customers and for N
+  customers that all changed;
+* load + upsert of N changed customers (what the pipeline's last two steps do for a batch),
+  `--repeat` times on fresh batches: each time and the median, wall clock and CPU seconds of
+  this process (the CPU figure is steadier on a shared machine; the server's own CPU is not
+  in it).
 
 Figures only; nothing is asserted. Usage:
 
-    python bench/serving.py [--rows 200000] [--backends sqlite,postgresql,mariadb]
+    python bench/serving.py [--rows 200000] [--backends sqlite,postgresql,mysql] [--shuffle]
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import statistics
 import tempfile
 import time
 import uuid
@@ -37,12 +42,13 @@ import sqlalchemy as sa
 from purchases import serving
 from purchases.commit_log import Commit
 from purchases.config import load_settings
+from purchases.serving.dialects import MySQLDialect
 from purchases.storage import Lake
 
 SERVER_URLS = {
     "postgresql": os.environ.get(
         "PURCHASES_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"),
-    "mariadb": os.environ.get(
+    "mysql": os.environ.get(
         "PURCHASES_TEST_MYSQL_URL", "mysql+pymysql://root@127.0.0.1:3306/test"),
 }
 
@@ -61,11 +67,14 @@ GOLD_SCHEMA = pa.schema([
 # --- data --------------------------------------------------------------------------------------
 
 
-def write_gold(lake: Lake, batch_id: int, rows: int, seed: int) -> Commit:
-    """A gold change set of `rows` customers (ids 1..rows) as the pipeline would publish it."""
+def write_gold(lake: Lake, batch_id: int, rows: int, seed: int, *, shuffle: bool = False) -> Commit:
+    """A gold change set of `rows` customers (ids 1..rows) as the pipeline would publish it;
+    in id order, or `shuffle`d (as a hash aggregate leaves them)."""
     rnd = random.Random(seed)
     first = date(2024, 1, 1)
     ids = list(range(1, rows + 1))
+    if shuffle:
+        rnd.shuffle(ids)
     totals = [Decimal(rnd.randrange(100, 10_000_000)).scaleb(-2) for _ in ids]
     starts = [first + timedelta(days=rnd.randrange(0, 300)) for _ in ids]
     table = pa.table({
@@ -164,39 +173,22 @@ def executemany_load(db: serving.ServingDatabase, lake: Lake, commit: Commit) ->
 
 def bulk_load_without_load_data(db: serving.ServingDatabase, lake: Lake, commit: Commit) -> int:
     """`load_staging` forced onto its multi-row INSERT path (PyMySQL executemany)."""
-    saved, serving.MYSQL_LOAD_DATA_LOCAL = serving.MYSQL_LOAD_DATA_LOCAL, False
+    saved, MySQLDialect.load_data_local = MySQLDialect.load_data_local, False
     try:
         return db.load_staging(lake, commit)
     finally:
-        serving.MYSQL_LOAD_DATA_LOCAL = saved
+        MySQLDialect.load_data_local = saved
 
 
 def naive_upsert(db: serving.ServingDatabase, lake: Lake, commit: Commit) -> int:
-    """One single-row INSERT ... ON CONFLICT / ON DUPLICATE KEY UPDATE per customer."""
-    name = db.engine.dialect.name
+    """The dialect's upsert form, one statement per customer with its values bound, in one
+    transaction."""
     t = db.tables.summary
     names = [c.name for c in db.tables.written(t)]
-    cols = [c for c in names if c != "customer_id"]
-    params = {c: sa.bindparam(c, type_=t.c[c].type) for c in names}
-    if name in ("mysql", "mariadb"):
-        from sqlalchemy.dialects.mysql import insert
-
-        stmt = insert(t).values(params)
-        newer = stmt.inserted.batch_id > t.c.batch_id
-        stmt = stmt.on_duplicate_key_update(
-            [(c, sa.func.IF(newer, stmt.inserted[c], t.c[c])) for c in cols if c != "batch_id"]
-            + [("batch_id", sa.func.IF(newer, stmt.inserted.batch_id, t.c.batch_id))]
-        )
-    else:
-        if name == "sqlite":
-            from sqlalchemy.dialects.sqlite import insert
-        else:
-            from sqlalchemy.dialects.postgresql import insert
-        stmt = insert(t).values(params)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=[t.c.customer_id], set_={c: stmt.excluded[c] for c in cols},
-            where=stmt.excluded.batch_id > t.c.batch_id,
-        )
+    one_row = sa.select(*(sa.bindparam(c, type_=t.c[c].type).label(c) for c in names)).where(
+        sa.true())  # SQLite: an upsert's SELECT needs a WHERE to parse
+    stmt = db.capabilities.upsert(t, one_row, names, version="batch_id",
+                                  dialect=db.engine.dialect)
     n = 0
     now = datetime.now(UTC).replace(tzinfo=None)
     with db.engine.begin() as con:
@@ -217,22 +209,25 @@ def load_and_apply(db: serving.ServingDatabase, lake: Lake, commit: Commit) -> i
 
 
 def timed(label: str, work: Callable[[], int | str], results: list[tuple[str, str, str]]) -> None:
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     n = work()
-    seconds = time.perf_counter() - started
+    seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
     if isinstance(n, str):
         results.append((label, n, ""))
     else:
-        results.append((label, f"{n:,} rows in {seconds:6.2f}s", f"{n / seconds:12,.0f} rows/s"))
-    print(f"    {label:<44} {results[-1][1]:<26} {results[-1][2]}", flush=True)
+        results.append((label, f"{n:,} rows in {seconds:6.2f}s (cpu {cpu:5.2f}s)",
+                        f"{n / seconds:10,.0f} rows/s"))
+    print(f"    {label:<50} {results[-1][1]:<36} {results[-1][2]}", flush=True)
 
 
-def bench_backend(kind: str, rows: int, naive_rows: int) -> None:
+def bench_backend(kind: str, rows: int, naive_rows: int, repeat: int, shuffle: bool) -> None:
     with tempfile.TemporaryDirectory(prefix="purchases-bench-") as tmp_dir:
         tmp = Path(tmp_dir)
         lake = Lake(str(tmp / "lake"))
-        batches = [write_gold(lake, b, rows, seed=b) for b in (1, 2, 3, 4)]
-        small = write_gold(lake, 5, naive_rows, seed=5) if naive_rows < rows else batches[3]
+        batches = [write_gold(lake, b, rows, seed=b, shuffle=shuffle) for b in range(1, 4)]
+        again = [write_gold(lake, b, rows, seed=b, shuffle=shuffle)
+                 for b in range(4, 4 + repeat)]
+        small = write_gold(lake, 99, naive_rows, seed=99, shuffle=shuffle)
         with throwaway(kind, tmp) as url:
             if url is None:
                 return
@@ -241,7 +236,8 @@ def bench_backend(kind: str, rows: int, naive_rows: int) -> None:
                 dialect = db.engine.dialect
                 server = ".".join(map(str, dialect.server_version_info or ()))
                 flavour = "MariaDB" if getattr(dialect, "is_mariadb", False) else dialect.name
-                print(f"\n{kind} ({flavour} {server}), {rows:,} customers per batch")
+                order = "shuffled" if shuffle else "in id order"
+                print(f"\n{kind} ({flavour} {server}), {rows:,} customers per batch ({order})")
                 results: list[tuple[str, str, str]] = []
                 timed("staging load, naive (INSERT per row)",
                       lambda: naive_load(db, lake, small), results)
@@ -250,11 +246,11 @@ def bench_backend(kind: str, rows: int, naive_rows: int) -> None:
                     timed("staging load, executemany (no COPY)",
                           lambda: executemany_load(db, lake, batches[0]), results)
                     clear(db, db.tables.staging)
-                if kind == "mariadb":
+                if kind == "mysql":
                     timed("staging load, bulk multi-row INSERT",
                           lambda: bulk_load_without_load_data(db, lake, batches[0]), results)
                     clear(db, db.tables.staging)
-                path = {"postgresql": "COPY", "mariadb": "LOAD DATA LOCAL"}.get(kind, "INSERT")
+                path = {"postgresql": "COPY", "mysql": "LOAD DATA LOCAL"}.get(kind, "INSERT")
                 timed(f"staging load, bulk ({path}, load_staging)",
                       lambda: db.load_staging(lake, batches[0]), results)
                 timed("upsert, bulk, new customers (apply_batch)",
@@ -262,10 +258,18 @@ def bench_backend(kind: str, rows: int, naive_rows: int) -> None:
                 db.load_staging(lake, batches[1])
                 timed("upsert, bulk, changed customers (apply_batch)",
                       lambda: db.apply_batch(batches[1]), results)
-                timed("load + upsert, bulk, changed customers",
-                      lambda: load_and_apply(db, lake, batches[2]), results)
-                timed("upsert, naive (statement per row), changed",
+                timed("upsert, naive (statement per customer), changed",
                       lambda: naive_upsert(db, lake, small), results)
+                walls, cpus = [], []
+                for commit in again:
+                    started, cpu = time.perf_counter(), time.process_time()
+                    timed("load + upsert, bulk, changed customers",
+                          lambda commit=commit: load_and_apply(db, lake, commit), results)
+                    walls.append(time.perf_counter() - started)
+                    cpus.append(time.process_time() - cpu)
+                label = f"load + upsert, changed: median of {repeat}"
+                print(f"    {label:<50} {statistics.median(walls):6.2f}s "
+                      f"(cpu {statistics.median(cpus):5.2f}s)", flush=True)
 
 
 def main() -> None:
@@ -273,10 +277,20 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=200_000, help="customers per batch")
     parser.add_argument("--naive-rows", type=int, default=None,
                         help="rows for the naive paths (default: --rows)")
-    parser.add_argument("--backends", default="sqlite,postgresql,mariadb")
+    parser.add_argument("--repeat", type=int, default=3,
+                        help="load + upsert runs of changed customers (the median is printed)")
+    parser.add_argument("--shuffle", action="store_true",
+                        help="gold rows in random customer order, as a hash aggregate writes them")
+    parser.add_argument("--backends", default="sqlite,postgresql,mysql",
+                        help="serving dialects (mariadb: the mysql one)")
     args = parser.parse_args()
+    if args.rows < 1 or args.repeat < 1 or (args.naive_rows or 1) < 1:
+        parser.error("--rows, --naive-rows and --repeat must be at least 1")
     for kind in args.backends.split(","):
-        bench_backend(kind.strip(), args.rows, args.naive_rows or args.rows)
+        kind = {"mariadb": "mysql"}.get(kind.strip(), kind.strip())
+        if kind not in ("sqlite", *SERVER_URLS):
+            parser.error(f"--backends: {kind!r} is not one of sqlite, postgresql, mysql")
+        bench_backend(kind, args.rows, args.naive_rows or args.rows, args.repeat, args.shuffle)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ import socket
 import subprocess
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -79,6 +80,91 @@ def postgres_database(postgres_url: str) -> Iterator[str]:
 def mysql_url() -> str:
     require(_port_open("127.0.0.1", 3306), "MariaDB/MySQL is not running on 127.0.0.1:3306")
     return MYSQL_URL
+
+
+# --- one throw-away database per serving dialect (the serving suite runs on each) ------------
+
+TEST_DATABASES_ENV = "PURCHASES_TEST_DATABASES"
+"""Comma-separated serving dialects the db_url fixture runs on (default: every registered)."""
+SERVER_URL_FIXTURES = {"postgresql": "postgres_url", "mysql": "mysql_url"}
+"""The admin URL of each dialect's test server; another dialect's comes from
+PURCHASES_TEST_<NAME>_URL."""
+DIALECT_MARKS = {"postgresql": pytest.mark.postgres, "mysql": pytest.mark.mysql}
+
+
+def serving_database_names() -> list[str]:
+    """The registered serving dialects, filtered by PURCHASES_TEST_DATABASES (a name a dialect
+    also serves, e.g. mariadb, selects that dialect)."""
+    from purchases.serving import dialects
+
+    names = dialects.names()
+    wanted = [n.strip() for n in os.environ.get(TEST_DATABASES_ENV, "").split(",") if n.strip()]
+    unknown = [n for n in wanted if dialects.find(n) is None]
+    if unknown:
+        pytest.exit(f"{TEST_DATABASES_ENV}: {', '.join(unknown)} is not a registered serving "
+                    f"dialect (registered: {', '.join(names)})", returncode=4)
+    chosen = {dialects.find(n).name for n in wanted}
+    return [n for n in names if not wanted or n in chosen]
+
+
+def database_params(*, servers_only: bool = False) -> list:
+    """pytest params of the dialects to test (marked for their service)."""
+    from purchases.serving import dialects
+
+    names = [n for n in serving_database_names()
+             if not (servers_only and dialects.find(n).embedded)]
+    return [pytest.param(n, id=n, marks=DIALECT_MARKS.get(n, ())) for n in names]
+
+
+def _server_admin_url(request: pytest.FixtureRequest, name: str) -> str:
+    if name in SERVER_URL_FIXTURES:
+        return request.getfixturevalue(SERVER_URL_FIXTURES[name])
+    env = f"PURCHASES_TEST_{name.upper()}_URL"
+    require(bool(os.environ.get(env)), f"no {name} server to test on: set {env}")
+    return os.environ[env]
+
+
+@contextmanager
+def throwaway_database(request: pytest.FixtureRequest, name: str, where: Path) -> Iterator[str]:
+    """A fresh, empty database of serving dialect `name`, dropped afterwards: a file under
+    `where` for an embedded dialect, else a database on its test server. Yields its URL."""
+    import sqlalchemy as sa
+
+    from purchases.serving import dialects
+
+    dialect = dialects.find(name)
+    assert dialect is not None, f"no serving dialect {name!r}"
+    if dialect.embedded:
+        path = where / f"serving-{uuid.uuid4().hex[:8]}.db"
+        yield sa.URL.create(name, database=str(path)).render_as_string(hide_password=False)
+        return
+    admin_url = _server_admin_url(request, name)
+    db = unique_name("purchases_t")
+    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as con:
+            con.exec_driver_sql(f"CREATE DATABASE {db}")
+        yield sa.make_url(admin_url).set(database=db).render_as_string(hide_password=False)
+    finally:
+        force = " WITH (FORCE)" if admin.dialect.name == "postgresql" else ""
+        with admin.connect() as con:
+            con.exec_driver_sql(f"DROP DATABASE IF EXISTS {db}{force}")
+        admin.dispose()
+
+
+@pytest.fixture(params=database_params())
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """URL of an empty database of each registered serving dialect in turn
+    (PURCHASES_TEST_DATABASES=sqlite,postgresql narrows the list)."""
+    with throwaway_database(request, request.param, tmp_path) as url:
+        yield url
+
+
+@pytest.fixture(params=database_params(servers_only=True))
+def server_db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """URL of an empty database on each database server (those whose sessions can be killed)."""
+    with throwaway_database(request, request.param, tmp_path) as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

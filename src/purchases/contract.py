@@ -164,8 +164,25 @@ FX_COLUMNS: dict[str, str] = {"currency": "VARCHAR", "rate_to_aud": RATE_TYPE, "
 # --- serving database (DESIGN §5) ----------------------------------------------------------
 
 
+class MoneyStorage(StrEnum):
+    """How a kind of database keeps the AUD money columns; each serving dialect declares one."""
+
+    DECIMAL = "decimal"
+    """DECIMAL(18,2), read back as an exact ``Decimal``: every database with an exact decimal
+    type."""
+    CENTS = "cents"
+    """For a database without an exact decimal type (where NUMERIC would store an 8-byte float):
+    `total_spent_aud_cents` (INTEGER) holds the exact amount, which is what the product loads
+    and reads back as a Decimal, and `total_spent_aud` is a REAL the database computes from it,
+    for raw readers (BI tools, pandas): the business query returns the AUD amount, e.g.
+    53111.89, and sorts numerically. It is exact for raw readers too below 10^13 AUD: such an
+    amount has at most 15 significant digits, which an IEEE double (cents / 100.0, correctly
+    rounded) round-trips; and rounding is monotonic, so ORDER BY total_spent_aud never inverts
+    two amounts."""
+
+
 class Money(TypeDecorator):
-    """DECIMAL(18,2) AUD, read back as an exact ``Decimal`` (PostgreSQL, MySQL/MariaDB)."""
+    """DECIMAL(18,2) AUD, read back as an exact ``Decimal`` (MoneyStorage.DECIMAL)."""
 
     impl = Numeric(18, 2)
     cache_ok = True
@@ -181,8 +198,9 @@ class Money(TypeDecorator):
 
 
 class Cents(TypeDecorator):
-    """DECIMAL(18,2) AUD kept as integer cents: exact over the whole DECIMAL(18,2) range, and
-    read back as a ``Decimal``. Binding a value with a fraction of a cent is an error."""
+    """DECIMAL(18,2) AUD kept as integer cents (MoneyStorage.CENTS): exact over the whole
+    DECIMAL(18,2) range, and read back as a ``Decimal``. Binding a value with a fraction of a
+    cent is an error."""
 
     impl = BigInteger
     cache_ok = True
@@ -235,8 +253,8 @@ class ServingTables:
         return next((c for c in table.c if c.info.get(EXACT_VALUE_OF) == name), table.c[name])
 
 
-def _money_columns(*, cents: bool) -> list[Column]:
-    if not cents:
+def _money_columns(money: MoneyStorage) -> list[Column]:
+    if money is MoneyStorage.DECIMAL:
         return [Column("total_spent_aud", Money, nullable=False)]
     # The database derives the AUD column from the cents, so the two can never disagree and no
     # float is ever computed in Python; VIRTUAL, because SQLite can add only those in place.
@@ -248,12 +266,12 @@ def _money_columns(*, cents: bool) -> list[Column]:
     ]
 
 
-def _customer_columns(*, cents: bool) -> list[Column]:
+def _customer_columns(money: MoneyStorage) -> list[Column]:
     """A customer's values and the batch they come from: the same in staging and summary."""
     return [
         Column("full_name", String(TEXT_WIDTH)),
         Column("email", String(TEXT_WIDTH)),
-        *_money_columns(cents=cents),
+        *_money_columns(money),
         Column("first_purchase_date", Date, nullable=False),
         Column("last_purchase_date", Date, nullable=False),
         Column("purchase_count", BigInteger, nullable=False),
@@ -261,13 +279,13 @@ def _customer_columns(*, cents: bool) -> list[Column]:
     ]
 
 
-def _serving_tables(*, cents: bool) -> ServingTables:
+def _serving_tables(money: MoneyStorage) -> ServingTables:
     md = MetaData()
     summary = Table(
         SUMMARY_TABLE,
         md,
         Column("customer_id", BigInteger, primary_key=True, autoincrement=False),
-        *_customer_columns(cents=cents),
+        *_customer_columns(money),
         Column("updated_at", DateTime(timezone=False), nullable=False),
         Index("idx_total_spent_desc", Column("total_spent_aud").desc()),
     )
@@ -275,7 +293,7 @@ def _serving_tables(*, cents: bool) -> ServingTables:
         STAGING_TABLE,
         md,
         Column("customer_id", BigInteger, nullable=False),
-        *_customer_columns(cents=cents),
+        *_customer_columns(money),
         Column("load_date", DateTime(timezone=False), nullable=False),
         Index("idx_staging_batch", "batch_id"),
     )
@@ -291,31 +309,21 @@ def _serving_tables(*, cents: bool) -> ServingTables:
     return ServingTables(md, summary, staging, ledger)
 
 
-_SERVER_TABLES = _serving_tables(cents=False)
-_SQLITE_TABLES = _serving_tables(cents=True)
+_TABLES = {money: _serving_tables(money) for money in MoneyStorage}
 
 
-def serving_tables(dialect_name: str) -> ServingTables:
-    """The serving tables of a database of this SQLAlchemy dialect.
-
-    Money is DECIMAL(18,2) on PostgreSQL and MySQL/MariaDB. SQLite has no exact decimal type
-    (NUMERIC would store an 8-byte float), so there `total_spent_aud_cents` (INTEGER) holds
-    the exact amount, which is what the product loads and reads back as a Decimal, and
-    `total_spent_aud` is a REAL the database computes from it, for raw readers (sqlite3, BI
-    tools, pandas): the business query returns the AUD amount, e.g. 53111.89, and sorts
-    numerically. It is exact for raw readers too below 10^13 AUD: such an amount has at most
-    15 significant digits, which an IEEE double (cents / 100.0, correctly rounded) round-trips;
-    and rounding is monotonic, so ORDER BY total_spent_aud never inverts two amounts.
-    """
-    return _SQLITE_TABLES if dialect_name == "sqlite" else _SERVER_TABLES
+def serving_tables(money: MoneyStorage = MoneyStorage.DECIMAL) -> ServingTables:
+    """The serving tables with money kept as `money` (each serving dialect declares how its
+    database keeps it: `purchases.serving.dialects`)."""
+    return _TABLES[money]
 
 
-# The tables as a database server (PostgreSQL, MySQL/MariaDB) holds them; code that may meet
-# SQLite asks serving_tables(dialect) instead.
-metadata = _SERVER_TABLES.metadata
-summary_table = _SERVER_TABLES.summary
-staging_table = _SERVER_TABLES.staging
-ledger_table = _SERVER_TABLES.ledger
+# The tables as a database with an exact decimal type holds them; code that may meet another
+# kind asks its serving dialect (`ServingDatabase.tables`) instead.
+metadata = _TABLES[MoneyStorage.DECIMAL].metadata
+summary_table = _TABLES[MoneyStorage.DECIMAL].summary
+staging_table = _TABLES[MoneyStorage.DECIMAL].staging
+ledger_table = _TABLES[MoneyStorage.DECIMAL].ledger
 
 SERVING_COLUMNS: tuple[str, ...] = (
     "customer_id",

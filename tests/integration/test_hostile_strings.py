@@ -15,7 +15,6 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from test_serving import BACKENDS, throwaway_database
 
 from conftest import HEADER, Harness
 from purchases.config import Settings
@@ -74,12 +73,10 @@ def csv_text(rows: list[list[object]]) -> str:
     return HEADER + out.getvalue()
 
 
-@pytest.fixture(params=BACKENDS)
-def backend_settings(
-    request: pytest.FixtureRequest, settings: Settings, tmp_path: Path
-) -> Settings:
-    with throwaway_database(request, request.param, tmp_path) as url:
-        yield settings.model_copy(update={"database_url": url})
+@pytest.fixture
+def backend_settings(settings: Settings, db_url: str) -> Settings:
+    """Settings served by each serving dialect in turn (conftest's db_url)."""
+    return settings.model_copy(update={"database_url": db_url})
 
 
 def test_hostile_strings_reach_every_serving_backend(

@@ -1,4 +1,5 @@
-"""The serving database on SQLite, PostgreSQL and MariaDB: one suite, every backend.
+"""The serving database on every registered serving dialect (SQLite, PostgreSQL, MySQL/MariaDB):
+one suite, every backend, through conftest's db_url fixture.
 
 Each test gets its own throw-away database (the table names are fixed by the contract), and
 checks the summary against a Decimal oracle computed here from the silver Parquet files.
@@ -10,7 +11,6 @@ import os
 import subprocess
 import sys
 import threading
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import date
@@ -22,60 +22,20 @@ import pyarrow.parquet as pq
 import pytest
 import sqlalchemy as sa
 
+from conftest import throwaway_database
 from purchases import bronze, commit_log, migrations, serving
 from purchases.commit_log import Commit
 from purchases.config import Settings
-from purchases.contract import serving_tables
+from purchases.contract import MoneyStorage
 from purchases.errors import TransientError
 from purchases.generate import generate
 from purchases.orchestrator import run_pipeline
+from purchases.serving.dialects import MySQLDialect
 from purchases.storage import Lake
 
+pytest_plugins = ["pytester"]
+
 PURCHASES_BIN = str(Path(sys.executable).parent / "purchases")
-
-BACKENDS = [
-    pytest.param("sqlite", id="sqlite"),
-    pytest.param("postgresql", id="postgresql", marks=pytest.mark.postgres),
-    pytest.param("mariadb", id="mariadb", marks=pytest.mark.mysql),
-]
-SERVER_BACKENDS = BACKENDS[1:]
-
-
-# --- throw-away databases ------------------------------------------------------------------------
-
-
-@contextmanager
-def throwaway_database(request: pytest.FixtureRequest, kind: str, where: Path) -> Iterator[str]:
-    """A fresh, empty database of `kind`; dropped afterwards. Yields its URL."""
-    if kind == "sqlite":
-        yield f"sqlite:///{where / f'serving-{uuid.uuid4().hex[:8]}.db'}"
-        return
-    admin_url = request.getfixturevalue("postgres_url" if kind == "postgresql" else "mysql_url")
-    name = f"purchases_t_{uuid.uuid4().hex[:10]}"
-    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as con:
-            con.exec_driver_sql(f"CREATE DATABASE {name}")
-        yield sa.make_url(admin_url).set(database=name).render_as_string(hide_password=False)
-    finally:
-        force = " WITH (FORCE)" if kind == "postgresql" else ""
-        with admin.connect() as con:
-            con.exec_driver_sql(f"DROP DATABASE IF EXISTS {name}{force}")
-        admin.dispose()
-
-
-@pytest.fixture(params=BACKENDS)
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """URL of an empty database on each backend in turn."""
-    with throwaway_database(request, request.param, tmp_path) as url:
-        yield url
-
-
-@pytest.fixture(params=SERVER_BACKENDS)
-def server_db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """URL of an empty database on each database server (those whose sessions can be killed)."""
-    with throwaway_database(request, request.param, tmp_path) as url:
-        yield url
 
 
 def admin_engine(url: str) -> sa.Engine:
@@ -128,7 +88,12 @@ def summary(settings: Settings) -> list[dict[str, Any]]:
 
 
 def summary_table_of(url: str) -> sa.Table:
-    return serving_tables(sa.make_url(url).get_backend_name()).summary
+    return serving.dialects.for_url(sa.make_url(url)).tables.summary
+
+
+def keeps_cents(url: str | sa.URL) -> bool:
+    """Whether the database keeps money as integer cents (contract.MoneyStorage.CENTS)."""
+    return serving.dialects.for_url(sa.make_url(url)).money is MoneyStorage.CENTS
 
 
 def summary_rows(url: str) -> list[tuple]:
@@ -203,7 +168,7 @@ def test_schema_is_migrated_on_first_use(settings: Settings, db_url: str) -> Non
         assert insp.get_pk_constraint("customer_purchase_summary")["constrained_columns"] == [
             "customer_id"]
         money = summary_cols["total_spent_aud"]["type"]
-        if db.dialect == "sqlite":  # AUD computed from exact cents (contract.serving_tables)
+        if keeps_cents(db.engine.url):  # AUD computed from exact cents (contract.MoneyStorage)
             assert isinstance(money, sa.REAL)
             assert "total_spent_aud_cents" in summary_cols["total_spent_aud"]["computed"]["sqltext"]
             assert isinstance(summary_cols["total_spent_aud_cents"]["type"], sa.BigInteger)
@@ -222,7 +187,7 @@ def test_migrations_match_the_contract(settings: Settings, db_url: str) -> None:
     s = settings.model_copy(update={"database_url": db_url})
     with serving.connect(s) as db, db.engine.connect() as con:
         ctx = MigrationContext.configure(con, opts={"compare_type": False})
-        metadata = serving_tables(db.dialect).metadata
+        metadata = db.tables.metadata
         diff = [d for d in compare_metadata(ctx, metadata)
                 if not (d[0] == "remove_table" and d[1].name == migrations.VERSION_TABLE)]
     assert diff == []
@@ -239,7 +204,7 @@ def test_db_upgrade_is_repeatable_and_adopts_pre_migration_tables(
         with engine.begin() as con:
             con.exec_driver_sql(f"DROP TABLE {migrations.VERSION_TABLE}")
             # Money as revision 0001 stored it: integer cents on SQLite, DECIMAL elsewhere.
-            money = "110" if con.dialect.name == "sqlite" else "1.10"
+            money = "110" if keeps_cents(engine.url) else "1.10"
             con.exec_driver_sql(
                 "INSERT INTO customer_purchase_summary (customer_id, full_name, email, "
                 "total_spent_aud, first_purchase_date, last_purchase_date, purchase_count, "
@@ -266,7 +231,7 @@ def test_revision_0002_keeps_every_amount_exact_and_shows_aud_raw(
     the product reads every amount back exactly; the raw business query returns AUD."""
     s = settings.model_copy(update={"database_url": db_url})
     engine = serving.create_db_engine(s)
-    sqlite = engine.dialect.name == "sqlite"
+    sqlite = keeps_cents(engine.url)
     try:
         migrations.upgrade(engine, "0001")
         with engine.begin() as con:
@@ -355,7 +320,7 @@ def test_identical_summary_on_every_backend(
 ) -> None:
     """The same files give the same table, every column to the cent, on all three."""
     tables = {}
-    for kind in ("sqlite", "postgresql", "mariadb"):
+    for kind in ("sqlite", "postgresql", "mysql"):
         with throwaway_database(request, kind, tmp_path) as url:
             s = settings.model_copy(update={"home": tmp_path / kind, "database_url": url})
             run_days(s, tmp_path / "incoming", rows=1200, seed=5)
@@ -364,7 +329,7 @@ def test_identical_summary_on_every_backend(
                 expected = oracle(s)
     assert tables["sqlite"] == expected
     assert tables["postgresql"] == tables["sqlite"]
-    assert tables["mariadb"] == tables["sqlite"]
+    assert tables["mysql"] == tables["sqlite"]
 
 
 # --- exactly once --------------------------------------------------------------------------------
@@ -402,7 +367,7 @@ def test_mysql8_row_alias_upsert_keeps_the_guarantees(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """No MySQL 8 server here, but MariaDB runs the derived-table alias form MySQL 8 gets."""
-    monkeypatch.setattr(serving, "mysql_row_alias", lambda dialect: True)
+    monkeypatch.setattr(MySQLDialect, "row_alias", lambda self, dialect: True)
     seen: list[str] = []
 
     def capture(conn, cursor, statement, *args) -> None:
@@ -411,7 +376,7 @@ def test_mysql8_row_alias_upsert_keeps_the_guarantees(
 
     sa.event.listen(sa.Engine, "before_cursor_execute", capture)
     try:
-        with throwaway_database(request, "mariadb", tmp_path) as url:
+        with throwaway_database(request, "mysql", tmp_path) as url:
             check_batches_out_of_order(settings.model_copy(update={"database_url": url}),
                                        tmp_path)
     finally:
@@ -504,7 +469,7 @@ def test_connection_killed_mid_upsert_rolls_back_and_rerun_completes(
     commits = lake_with_commits(s, tmp_path / "incoming")
     lake = Lake(s.lake_uri)
     admin = admin_engine(server_db_url)
-    monkeypatch.setattr(serving, "RETRY_ATTEMPTS", 1)  # see the failure, then re-run by hand
+    monkeypatch.setattr(serving.database, "RETRY_ATTEMPTS", 1)  # see the failure, then re-run
     try:
         with serving.connect(s) as db:
             apply(db, lake, commits[0])
@@ -653,7 +618,7 @@ def awkward_rows() -> list[dict[str, Any]]:
 
 
 def load_paths(url: str) -> list[bool]:
-    """Values of serving.MYSQL_LOAD_DATA_LOCAL worth testing: MySQL has two load paths (LOAD
+    """Values of MySQLDialect.load_data_local worth testing: MySQL has two load paths (LOAD
     DATA LOCAL, and multi-row INSERT for servers that forbid it); the others one."""
     return [True, False] if url.startswith("mysql") else [True]
 
@@ -665,7 +630,7 @@ def test_bulk_load_round_trips_awkward_values_exactly(
     lake = Lake(str(tmp_path / "lake"))
     rows = awkward_rows()
     for batch_id, load_data_local in enumerate(load_paths(db_url), start=1):
-        monkeypatch.setattr(serving, "MYSQL_LOAD_DATA_LOCAL", load_data_local)
+        monkeypatch.setattr(MySQLDialect, "load_data_local", load_data_local)
         commit = write_gold(lake, batch_id, rows)
         with serving.connect(s) as db:
             assert db.load_staging(lake, commit) == len(rows)
@@ -684,11 +649,119 @@ def test_a_value_the_column_cannot_hold_fails_the_load_loudly(
     lake = Lake(str(tmp_path / "lake"))
     commit = write_gold(lake, 1, [{**awkward_rows()[1], "full_name": "y" * 256}])
     for load_data_local in load_paths(server_db_url):
-        monkeypatch.setattr(serving, "MYSQL_LOAD_DATA_LOCAL", load_data_local)
+        monkeypatch.setattr(MySQLDialect, "load_data_local", load_data_local)
         with serving.connect(s) as db:
             with pytest.raises(PermanentError, match="full_name|too long"):
                 db.load_staging(lake, commit)
             assert db.staged_rows() == 0
+
+
+def customers(ids: range, batch_id: int) -> list[dict[str, Any]]:
+    """Gold rows for customers `ids`, their values depending on the batch."""
+    return [{
+        "customer_id": i, "full_name": f"Customer {i} b{batch_id}", "email": None,
+        "total_spent_aud": Decimal(i * 100 + batch_id).scaleb(-2),
+        "first_purchase_date": date(2024, 1, 1), "last_purchase_date": date(2024, 1, batch_id),
+        "purchase_count": batch_id,
+    } for i in ids]
+
+
+KILL_INSIDE_UPSERT = """
+import json, sys
+from purchases import serving
+from purchases.commit_log import Commit
+from purchases.config import load_settings
+from purchases.storage import Lake
+
+url, lake, commit = sys.argv[1], Lake(sys.argv[2]), Commit(**json.loads(sys.argv[3]))
+settings = load_settings(home=sys.argv[4]).model_copy(update={"database_url": url})
+with serving.connect(settings) as db:
+    db.apply_batch(commit)
+"""
+
+
+def test_an_upsert_of_most_of_the_table_keeps_its_index_even_when_killed_inside(
+    settings: Settings, db_url: str, tmp_path: Path
+) -> None:
+    """Where the dialect rebuilds the summary's index for a large upsert (SQLite: from half the
+    table on), it does so inside the upsert's transaction: the index is there afterwards, and
+    after a kill inside the transaction too (rolled back with it); a small batch keeps it."""
+    import json
+
+    s = settings.model_copy(update={"database_url": db_url})
+    lake = Lake(str(tmp_path / "lake"))
+    first = write_gold(lake, 1, customers(range(1, 41), 1))
+    most = write_gold(lake, 2, customers(range(1, 31), 2))  # 75% of the table
+    few = write_gold(lake, 3, customers(range(1, 6), 3))  # 12.5%
+    ddl: list[str] = []
+
+    def capture(conn, cursor, statement, *args) -> None:
+        if statement.lstrip().startswith(("DROP INDEX", "CREATE INDEX")):
+            ddl.append(statement.split()[0])
+
+    with serving.connect(s) as db:
+        rebuilds = db.capabilities.index_rebuild_percent is not None
+        sa.event.listen(db.engine, "before_cursor_execute", capture)
+        assert apply(db, lake, first) == 40
+        assert ddl == (["DROP", "CREATE"] if rebuilds else [])
+        db.load_staging(lake, most)
+    before = summary_rows(db_url)
+    died = subprocess.run(
+        [sys.executable, "-c", KILL_INSIDE_UPSERT, db_url, lake.uri,
+         json.dumps({"batch_id": 2, "run_id": "test-2", "ingestion_date": "2024-01-15",
+                     "files": [], "moves": most.moves, "customers_changed": 30}),
+         str(s.home)],
+        env={**os.environ, "PURCHASES_FAULT": "inside_upsert"}, capture_output=True, text=True,
+        timeout=120)
+    assert died.returncode == 137, died.stderr
+    assert summary_rows(db_url) == before
+    with serving.connect(s) as db:
+        with db.engine.connect() as con:
+            assert index_is_descending(con)
+        ddl.clear()
+        sa.event.listen(db.engine, "before_cursor_execute", capture)
+        assert db.apply_batch(most) == 30
+        assert ddl == (["DROP", "CREATE"] if rebuilds else [])
+        ddl.clear()
+        assert apply(db, lake, few) == 5
+        assert ddl == []
+        with db.engine.connect() as con:
+            assert index_is_descending(con)
+        newest = {r["customer_id"]: r for r in [
+            *customers(range(1, 41), 1), *customers(range(1, 31), 2), *customers(range(1, 6), 3)]}
+        assert db.summary() == [newest[i] for i in sorted(newest)]
+        assert [r["customer_id"] for r in db.top(3)] == [40, 39, 38]
+        assert [r["batch_id"] for r in db.ledger()] == [1, 2, 3] and db.staged_rows() == 0
+
+
+def test_a_fraction_of_a_cent_is_refused_never_rounded(
+    settings: Settings, db_url: str, tmp_path: Path
+) -> None:
+    """Gold with a sub-cent amount (a bug upstream) fails the load where the database keeps
+    cents, and stages nothing."""
+    import pyarrow as pa
+
+    from purchases.errors import PermanentError
+
+    s = settings.model_copy(update={"database_url": db_url})
+    if not keeps_cents(db_url):
+        pytest.skip("DECIMAL(18,2) columns: the database itself decides (not this dialect)")
+    lake = Lake(str(tmp_path / "lake"))
+    rel = f"{Lake.gold_dir(date(2024, 1, 15))}/batch-{1:012d}-data_0.parquet"
+    lake.makedirs(rel.rsplit("/", 1)[0])
+    row = {**customers(range(1, 2), 1)[0], "total_spent_aud": Decimal("10.005"), "batch_id": 1}
+    table = pa.Table.from_pylist([row], schema=pa.schema([
+        ("customer_id", pa.int64()), ("full_name", pa.string()), ("email", pa.string()),
+        ("total_spent_aud", pa.decimal128(18, 4)), ("first_purchase_date", pa.date32()),
+        ("last_purchase_date", pa.date32()), ("purchase_count", pa.int64()),
+        ("batch_id", pa.int64())]))
+    pq.write_table(table, lake.full(rel))
+    commit = Commit(batch_id=1, run_id="t-1", ingestion_date="2024-01-15", files=[],
+                    moves=[(rel, rel)], customers_changed=1)
+    with serving.connect(s) as db:
+        with pytest.raises(PermanentError, match="total_spent_aud.*whole number of cents"):
+            db.load_staging(lake, commit)
+        assert db.staged_rows() == 0
 
 
 # --- transient failures through the orchestrator -------------------------------------------------
@@ -782,3 +855,93 @@ def test_a_refused_batch_names_its_row_and_field_and_what_waits_behind_it(
     assert ledger_ids(s) == [1, 2, 3]
     assert {cid: r["total_spent_aud"] for cid, r in harness.summary().items()} == {
         1: Decimal("10.00"), 2: Decimal("2.00"), 3: Decimal("3.00"), 4: Decimal("4.00")}
+
+
+# --- a fourth dialect: one class and one registry line -------------------------------------------
+
+LITECOPY_PLUGIN = '''
+"""SQLite under another name: a dialect of its own, registered from outside the package."""
+import sqlalchemy as sa
+
+from purchases.serving import dialects
+
+# SQLAlchemy's side: URLs litecopy:///<file> open SQLite files.
+sa.dialects.registry.register("litecopy", "sqlalchemy.dialects.sqlite.pysqlite",
+                              "SQLiteDialect_pysqlite")
+
+
+@dialects.register
+class LiteCopy(dialects.SQLiteDialect):
+    """Loads staging on the generic executemany path rather than SQLite's own."""
+
+    name = "litecopy"
+    url_example = None
+    bulk_load = dialects.DialectCapabilities.bulk_load
+'''
+
+LITECOPY_TEST = '''
+from datetime import date
+from decimal import Decimal
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from purchases import serving
+from purchases.commit_log import Commit
+from purchases.storage import Lake
+
+
+def gold(lake, batch_id, rows):
+    rel = f"gold/year=2024/month=01/day=15/batch={batch_id:012d}/part-0.parquet"
+    lake.makedirs(rel.rsplit("/", 1)[0])
+    schema = pa.schema([
+        ("customer_id", pa.int64()), ("full_name", pa.string()), ("email", pa.string()),
+        ("total_spent_aud", pa.decimal128(18, 2)), ("first_purchase_date", pa.date32()),
+        ("last_purchase_date", pa.date32()), ("purchase_count", pa.int64()),
+        ("batch_id", pa.int64())])
+    table = pa.Table.from_pylist([{**r, "batch_id": batch_id} for r in rows], schema=schema)
+    pq.write_table(table, lake.full(rel))
+    return Commit(batch_id=batch_id, run_id=f"t-{batch_id}", ingestion_date="2024-01-15",
+                  files=[], moves=[(rel, rel)], customers_changed=len(rows))
+
+
+def row(cid, name, total, count):
+    return {"customer_id": cid, "full_name": name, "email": None,
+            "total_spent_aud": Decimal(total), "first_purchase_date": date(2024, 1, 1),
+            "last_purchase_date": date(2024, 1, count), "purchase_count": count}
+
+
+def test_staging_and_upsert(settings, db_url, tmp_path):
+    lake = Lake(str(tmp_path / "lake"))
+    newer = gold(lake, 2, [row(1, "Ann 2", "20.05", 2), row(2, "Bo", "9999999999999999.99", 1)])
+    older = gold(lake, 1, [row(1, "Ann 1", "10.00", 1), row(3, 'Cy "Q" \\\\ O\\'Neil', "0.01", 1)])
+    with serving.connect(settings.model_copy(update={"database_url": db_url})) as db:
+        print("DIALECT", db_url.split(":")[0], type(db.capabilities).__name__)
+        for commit in (newer, older):
+            assert db.load_staging(lake, commit) == commit.customers_changed
+            assert db.apply_batch(commit) == commit.customers_changed
+        assert db.apply_batch(older) == 0
+        got = {r["customer_id"]: (r["full_name"], r["total_spent_aud"]) for r in db.summary()}
+        assert db.staged_rows() == 0 and [r["batch_id"] for r in db.ledger()] == [1, 2]
+    assert got == {1: ("Ann 2", Decimal("20.05")), 2: ("Bo", Decimal("9999999999999999.99")),
+                   3: ('Cy "Q" \\\\ O\\'Neil', Decimal("0.01"))}
+'''
+
+
+def test_a_newly_registered_dialect_is_served_and_tested_through_the_registry(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """db_url takes its backends from the registry, filtered by PURCHASES_TEST_DATABASES: a
+    dialect registered by a plugin gets the serving suite's fixture, and staging + upsert run
+    through its class (a real SQLite file, on the generic load path)."""
+    pytester.makeconftest((Path(__file__).parents[1] / "conftest.py").read_text())
+    pytester.makepyfile(litecopy_plugin=LITECOPY_PLUGIN, test_litecopy=LITECOPY_TEST)
+    monkeypatch.setenv("PURCHASES_TEST_DATABASES", "litecopy,sqlite")
+    result = pytester.runpytest_subprocess("-p", "litecopy_plugin", "-v", "-s",
+                                           "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines_random([  # -s: the test's print follows its name
+        "*test_staging_and_upsert?sqlite? DIALECT sqlite SQLiteDialect",
+        "*test_staging_and_upsert?litecopy? DIALECT litecopy LiteCopy",
+    ])
+    assert "postgresql" not in result.stdout.str() and "mysql" not in result.stdout.str()

@@ -16,6 +16,7 @@ from sqlalchemy.dialects import mysql, postgresql, sqlite
 from purchases import migrations, serving
 from purchases.config import Settings
 from purchases.errors import PermanentError, TransientError
+from purchases.serving.dialects import MySQLDialect
 
 NOW = datetime(2024, 1, 15, 12, 0, 0)
 
@@ -83,9 +84,10 @@ def test_mariadb_upsert_uses_values_and_assigns_batch_id_last() -> None:
 
 
 def test_old_mysql_falls_back_to_values() -> None:
-    assert not serving.mysql_row_alias(mysql_dialect((8, 0, 18), mariadb=False))
-    assert serving.mysql_row_alias(mysql_dialect((8, 0, 19), mariadb=False))
-    assert not serving.mysql_row_alias(mysql_dialect((11, 4, 2), mariadb=True))
+    caps = MySQLDialect()
+    assert not caps.row_alias(mysql_dialect((8, 0, 18), mariadb=False))
+    assert caps.row_alias(mysql_dialect((8, 0, 19), mariadb=False))
+    assert not caps.row_alias(mysql_dialect((11, 4, 2), mariadb=True))
     assert "VALUES(batch_id)" in render(mysql_dialect((5, 7, 44), mariadb=False))
 
 
@@ -310,3 +312,52 @@ def test_a_missing_driver_names_the_extra_that_installs_it(
         serving.create_db_engine(make_settings(tmp_path, "postgresql://u:secret@h/db"))
     assert "pip install 'purchases[postgres]'" in str(info.value)
     assert "secret" not in str(info.value)
+
+
+# --- the dialect registry -------------------------------------------------------------------------
+
+
+def test_every_url_backend_finds_its_one_dialect_class() -> None:
+    from purchases.serving import dialects
+
+    assert dialects.names() == ["sqlite", "postgresql", "mysql"]
+    assert dialects.find("mariadb") is dialects.MySQLDialect  # MariaDB: the MySQL dialect
+    assert dialects.find_scheme("postgres") is dialects.PostgreSQLDialect
+    assert dialects.find("postgres") is None and dialects.find("oracle") is None
+    assert isinstance(dialects.for_url(sa.make_url("mariadb+pymysql://u@h/db")),
+                      dialects.MySQLDialect)
+    for error, dialect in [(psycopg.OperationalError("x"), dialects.PostgreSQLDialect),
+                           (pymysql.err.OperationalError(2006, "x"), dialects.MySQLDialect)]:
+        assert isinstance(dialects.for_error(error), dialect)
+    assert dialects.for_error(ValueError("not a driver's")) is None
+
+
+def test_registering_a_class_that_is_not_a_dialect_is_refused() -> None:
+    from purchases.serving import dialects
+
+    class Nameless(dialects.DialectCapabilities):
+        pass
+
+    for wrong in (object, Nameless, "sqlite"):
+        with pytest.raises(TypeError, match="not a named DialectCapabilities subclass"):
+            dialects.register(wrong)  # type: ignore[arg-type]
+    assert dialects.names() == ["sqlite", "postgresql", "mysql"]
+
+
+def test_each_dialect_keeps_money_as_its_database_can_exactly() -> None:
+    from purchases.contract import MoneyStorage
+    from purchases.serving import dialects
+
+    assert {d.name: d.money for d in dialects.registered()} == {
+        "sqlite": MoneyStorage.CENTS, "postgresql": MoneyStorage.DECIMAL,
+        "mysql": MoneyStorage.DECIMAL}
+    cents = dialects.SQLiteDialect().tables.summary.c
+    assert "total_spent_aud_cents" in cents and cents.total_spent_aud.computed is not None
+    assert "total_spent_aud_cents" not in dialects.MySQLDialect().tables.summary.c
+
+
+def test_the_sqlite_upsert_reads_staging_in_key_order_the_servers_as_stored() -> None:
+    assert "ORDER BY customer_purchase_summary_staging.customer_id ON CONFLICT" in render(
+        sqlite.dialect())
+    assert "ORDER BY" not in render(postgresql.dialect())
+    assert "ORDER BY" not in render(mysql_dialect((10, 11, 9), mariadb=True))

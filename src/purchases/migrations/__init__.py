@@ -26,9 +26,6 @@ its `alembic_version`) with another application's schema."""
 BASELINE = "0001"
 """The revision equal to the tables earlier releases created with `metadata.create_all`."""
 
-_LOCK_NAME = "purchases_schema_migration"
-_PG_LOCK_KEY = 0x70757263  # any constant; "purc"
-
 
 def alembic_config(connection: sa.Connection | None = None, *, output=None) -> Config:
     """An Alembic config for the shipped scripts, bound to `connection` when given; offline
@@ -74,12 +71,6 @@ def current_revision(connection: sa.Connection) -> str | None:
     return ctx.get_current_revision()
 
 
-def is_current(engine: sa.Engine) -> bool:
-    """True when the database is at the head revision (one cheap query)."""
-    with engine.connect() as con:
-        return current_revision(con) == head_revision()
-
-
 def upgrade(engine: sa.Engine, revision: str = "head") -> str | None:
     """Migrate the database to `revision`, serialised against concurrent upgraders.
 
@@ -112,27 +103,11 @@ def upgrade_sql(url: sa.URL, revision: str = "head") -> str:
 
 
 def _lock(con: sa.Connection):
-    """Take the database-wide migration lock; returns how to release it."""
-    name = con.dialect.name
-    if name == "postgresql":
-        # Transaction-scoped: PostgreSQL DDL is transactional, so the lock and the migration
-        # commit together.
-        con.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_LOCK_KEY})
-        return lambda: None
-    if name in ("mysql", "mariadb"):
-        # MySQL commits DDL implicitly, so only a session-level named lock spans it.
-        got = con.execute(sa.text("SELECT GET_LOCK(:name, 120)"), {"name": _LOCK_NAME}).scalar()
-        if got != 1:
-            from purchases.errors import TransientError
+    """Take the database-wide migration lock (each serving dialect has its own kind); returns
+    how to release it."""
+    from purchases.serving import dialects
 
-            raise TransientError("another process has been migrating the schema for 2 minutes")
-        return lambda: con.execute(sa.text("SELECT RELEASE_LOCK(:name)"), {"name": _LOCK_NAME})
-    if name == "sqlite":
-        # The write lock up front; a concurrent upgrader waits (busy_timeout) instead of
-        # failing on CREATE TABLE of a table the other just created.
-        con.exec_driver_sql("BEGIN IMMEDIATE")
-        return lambda: None
-    return lambda: None
+    return dialects.for_url(con.engine.url).migration_lock(con)
 
 
 def _adopt_unversioned(con: sa.Connection) -> None:

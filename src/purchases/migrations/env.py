@@ -6,21 +6,24 @@ open connection; offline mode (`purchases db upgrade --sql`) renders DDL for a U
 
 from __future__ import annotations
 
+import sqlalchemy as sa
 from alembic import context
 
 from purchases.migrations import VERSION_TABLE
+from purchases.serving import dialects
 
 config = context.config
 
 
-def _options(dialect_name: str) -> dict:
-    # SQLite cannot ALTER most things in place; batch mode rebuilds the table instead.
-    return {"version_table": VERSION_TABLE, "render_as_batch": dialect_name == "sqlite"}
+def _options(url: sa.URL) -> dict:
+    # Where ALTER TABLE cannot change most things in place, batch mode rebuilds the table.
+    return {"version_table": VERSION_TABLE,
+            "render_as_batch": dialects.for_url(url).alter_by_rebuild}
 
 
 if context.is_offline_mode():
     url = config.attributes["offline_url"]
-    context.configure(url=url, literal_binds=True, **_options(url.get_backend_name()))
+    context.configure(url=url, literal_binds=True, **_options(url))
     with context.begin_transaction():
         context.run_migrations()
 else:
@@ -29,6 +32,6 @@ else:
         raise RuntimeError(
             "run migrations with `purchases db upgrade`: it supplies the configured connection"
         )
-    context.configure(connection=connection, **_options(connection.dialect.name))
+    context.configure(connection=connection, **_options(connection.engine.url))
     with context.begin_transaction():
         context.run_migrations()

@@ -9,7 +9,7 @@ query, run raw, printed 5311189 for 53,111.89 AUD. Now the cents move to
 `total_spent_aud_cents` (renamed in place: the data is kept bit for bit) and
 `total_spent_aud` becomes a VIRTUAL column the database computes as cents / 100.0, indexed
 for the business query's sort. The product reads the cents; see
-`purchases.contract.serving_tables` for why that is exact everywhere.
+`purchases.contract.MoneyStorage.CENTS` for why that is exact everywhere.
 
 PostgreSQL and MySQL/MariaDB keep DECIMAL(18,2): nothing to do there.
 """
