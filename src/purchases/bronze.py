@@ -11,6 +11,7 @@ import io
 import re
 import zlib
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -181,9 +182,9 @@ def inspect(
     endings = _LineEndings()
     bad_utf8: str | None = None
     try:
-        with lake.open(obj.path) as fh:
+        with lake.open(obj.path) as fh, _Hashing(digest) as hashing:
             while chunk := fh.read(_CHUNK):
-                digest.update(chunk)
+                hashing.update(chunk)  # on another core, while this one checks the text
                 if bad_utf8 is None:
                     bad_utf8 = _check_text(decoder, inflate, chunk, check, endings)
             if bad_utf8 is None:
@@ -206,6 +207,32 @@ def inspect(
         return _reject(base, digest, FileRejection.UNREADABLE, f"cannot read its header: {exc}")
     except (OSError, EOFError, zlib.error) as exc:
         return _reject(base, digest, FileRejection.UNREADABLE, f"cannot read it: {exc}")
+
+
+class _Hashing:
+    """Feeds a hash on a worker thread, one chunk behind the reader: hashlib releases the GIL
+    while it hashes, so the file's hash costs no time beside the text checks, which hold it.
+    At most two chunks are alive (the one hashed, the one checked)."""
+
+    def __init__(self, digest) -> None:
+        self._digest = digest
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sha256")
+        self._pending: Future[None] | None = None
+
+    def update(self, chunk: bytes) -> None:
+        if self._pending is not None:
+            self._pending.result()
+        self._pending = self._pool.submit(self._digest.update, chunk)
+
+    def __enter__(self) -> _Hashing:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            if self._pending is not None:
+                self._pending.result()
+        finally:
+            self._pool.shutdown(wait=True)
 
 
 def _plain(inflate, chunk: bytes) -> Iterator[bytes]:

@@ -20,58 +20,65 @@ from purchases.contract import (
 )
 
 
-def _latest(value: str, source: str, date_col: str, id_col: str) -> str:
-    """Per customer, the latest non-NULL `value` by (date, purchase_id) among `source` rows."""
-    return f"""
-SELECT customer_id, {value} AS value, {date_col} AS value_date, {id_col} AS value_purchase_id
-FROM (
-  SELECT customer_id, {value}, {date_col}, {id_col},
-    ROW_NUMBER() OVER (PARTITION BY customer_id ORDER BY {date_col} DESC, {id_col} DESC) AS rn
-  FROM {source} WHERE {value} IS NOT NULL
-) ranked WHERE rn = 1"""  # nosec B608  # internal names only
+def _later(key: str, date_col: str, id_col: str) -> str:
+    """Whether the batch's (date, purchase_id) `key` struct is later than the state's."""
+    return (f"({date_col} IS NULL OR {key}.d > {date_col} "
+            f"OR ({key}.d = {date_col} AND {key}.p > {id_col}))")
 
 
 def changed_customers_sql(batch_silver: str, customer_state: str, *, batch_id: int) -> str:
-    """Full current state of every customer the batch touched (the gold change set + keys)."""
-    candidates = {
-        attr: f"""(
-  SELECT customer_id, {attr}, purchase_date AS d, purchase_id AS p FROM {batch_silver}
-  UNION ALL
-  SELECT s.customer_id, s.{attr}, s.{attr}_date AS d, s.{attr}_purchase_id AS p
-  FROM {customer_state} s JOIN batch_customers b ON b.customer_id = s.customer_id
-)"""  # nosec B608  # internal names only
+    """Full current state of every customer the batch touched (the gold change set + keys).
+
+    One aggregate over the batch gives each customer's sums and, per attribute, the latest
+    non-NULL value with its (purchase_date, purchase_id) key; the merge with the kept state
+    then compares one key per customer (purchase ids are unique, so keys never tie). No
+    window: nothing is sorted.
+    """
+    # Per attribute, one MAX over (purchase_date, purchase_id, value): structs compare field
+    # by field, and the key is unique per customer, so it is the latest row's value with its
+    # key; far cheaper to aggregate than ARG_MAX or a window.
+    latest = ",\n    ".join(
+        f"MAX({{'d': purchase_date, 'p': purchase_id, 'v': {attr}}}) "
+        f"FILTER (WHERE {attr} IS NOT NULL) AS {attr}_latest"
         for attr in ("full_name", "email")
-    }
+    )
+
+    def merged(attr: str) -> str:
+        b = f"b.{attr}_latest"
+        take = f"{b} IS NOT NULL AND {_later(b, f's.{attr}_date', f's.{attr}_purchase_id')}"
+        return f"""CASE WHEN {take} THEN {b}.v ELSE s.{attr} END AS {attr},
+    CASE WHEN {take} THEN {b}.d ELSE s.{attr}_date END AS {attr}_date,
+    CAST(CASE WHEN {take} THEN {b}.p ELSE s.{attr}_purchase_id END AS BIGINT)
+      AS {attr}_purchase_id"""
+
     return f"""
 WITH batch_customers AS (
   SELECT customer_id,
     SUM(amount_aud) AS total_spent_aud,
     MIN(purchase_date) AS first_purchase_date,
     MAX(purchase_date) AS last_purchase_date,
-    COUNT(*) AS purchase_count
+    COUNT(*) AS purchase_count,
+    {latest}
   FROM {batch_silver} GROUP BY customer_id
 ),
-latest_name AS ({_latest("full_name", candidates["full_name"], "d", "p")}),
-latest_email AS ({_latest("email", candidates["email"], "d", "p")})
-SELECT
-  b.customer_id AS customer_id,
-  n.value AS full_name,
-  e.value AS email,
-  CAST(COALESCE(s.total_spent_aud, 0) + b.total_spent_aud AS {AUD_TYPE}) AS total_spent_aud,
-  CASE WHEN s.first_purchase_date IS NULL OR b.first_purchase_date < s.first_purchase_date
-       THEN b.first_purchase_date ELSE s.first_purchase_date END AS first_purchase_date,
-  CASE WHEN s.last_purchase_date IS NULL OR b.last_purchase_date > s.last_purchase_date
-       THEN b.last_purchase_date ELSE s.last_purchase_date END AS last_purchase_date,
-  CAST(COALESCE(s.purchase_count, 0) + b.purchase_count AS BIGINT) AS purchase_count,
-  CAST({int(batch_id)} AS BIGINT) AS batch_id,
-  n.value_date AS full_name_date,
-  CAST(n.value_purchase_id AS BIGINT) AS full_name_purchase_id,
-  e.value_date AS email_date,
-  CAST(e.value_purchase_id AS BIGINT) AS email_purchase_id
-FROM batch_customers b
-LEFT JOIN {customer_state} s ON s.customer_id = b.customer_id
-LEFT JOIN latest_name n ON n.customer_id = b.customer_id
-LEFT JOIN latest_email e ON e.customer_id = b.customer_id"""  # nosec B608  # internal names only
+merged AS (
+  SELECT
+    b.customer_id AS customer_id,
+    CAST(COALESCE(s.total_spent_aud, 0) + b.total_spent_aud AS {AUD_TYPE}) AS total_spent_aud,
+    CASE WHEN s.first_purchase_date IS NULL OR b.first_purchase_date < s.first_purchase_date
+         THEN b.first_purchase_date ELSE s.first_purchase_date END AS first_purchase_date,
+    CASE WHEN s.last_purchase_date IS NULL OR b.last_purchase_date > s.last_purchase_date
+         THEN b.last_purchase_date ELSE s.last_purchase_date END AS last_purchase_date,
+    CAST(COALESCE(s.purchase_count, 0) + b.purchase_count AS BIGINT) AS purchase_count,
+    {merged("full_name")},
+    {merged("email")}
+  FROM batch_customers b
+  LEFT JOIN {customer_state} s ON s.customer_id = b.customer_id
+)
+SELECT customer_id, full_name, email, total_spent_aud, first_purchase_date,
+  last_purchase_date, purchase_count, CAST({int(batch_id)} AS BIGINT) AS batch_id,
+  full_name_date, full_name_purchase_id, email_date, email_purchase_id
+FROM merged"""  # nosec B608  # internal names only
 
 
 def _servable(col: str) -> str:

@@ -207,11 +207,15 @@ def pending_files(
     # cost grow with it, so a file whose size and modification stamp are as processed is
     # skipped unread; only a path whose stamp moved is hashed to see if its bytes changed.
     seen_versions = {(f.path, f.version) for f in commit_log.bronze_outcomes(commits)}
+    # A path no batch processed is pending whatever its bytes: it is hashed once, by
+    # bronze.inspect, not here too.
+    done_paths = {file_id.rpartition("#")[0] for file_id in done}
     pending = []
     for obj in objects:
         if (obj.path, obj.version) in seen_versions:
             continue
-        if f"{obj.path}#{bronze.sha256_of_lake(lake, obj.path)}" in done:
+        if obj.path in done_paths and (
+                f"{obj.path}#{bronze.sha256_of_lake(lake, obj.path)}" in done):
             continue
         pending.append(obj)
     return pending
@@ -225,28 +229,34 @@ def _validate(
     outcomes: dict[str, FileOutcome],
     batch_id: int,
     *,
-    rows: str = "raw_rows",
+    rows: str | None = None,
     quarantine_sql: str | None = None,
 ) -> tuple[list[int] | None, list[Commit]]:
     """Classify the batch's rows, write staged silver/quarantine and the batch's purchase
     keys. Returns the [min, max] purchase_id of the keys (None when nothing was accepted)
     and the earlier batches the duplicate check read.
 
-    The rows are the bronze files' records, or (reprocess) the relation `rows` in raw_rows'
-    shape registered by the caller with `files` empty; `quarantine_sql` replaces the staged
-    quarantine's query. Counts go to `outcomes[source_file]`."""
+    The rows are the bronze files' records, read once into the stored relation `checked`
+    (engine.scan_bronze), or (reprocess) the relation `rows` in raw_rows' shape registered by
+    the caller with `files` empty; `quarantine_sql` replaces the staged quarantine's query.
+    Every output below reads `checked`, never the input again. Counts go to
+    `outcomes[source_file]`."""
     lake, settings = ctx.lake, ctx.settings
-    engine.register_bronze(lake, files)
     rates = load_fx_rates(settings.fx_rates)
     engine.register_rows(
         "fx_rates", FX_COLUMNS, [(r.currency, r.rate_to_aud, r.valid_from) for r in rates]
     )
-    engine.create_view("standardised", silver.standardised_sql(rows))
     engine.create_table("fx_ranges", silver.fx_ranges_sql("fx_rates"))
-    engine.create_table(
-        "validated",
-        silver.validated_sql("standardised", "fx_ranges", max_amount=settings.max_amount),
-    )
+    checked = silver.checked_sql("records", "fx_ranges", max_amount=settings.max_amount)
+    if rows is None:
+        engine.register_rows("batch_files", silver.BATCH_FILE_COLUMNS,
+                             [(i, f.path, f.ingestion_date) for i, f in enumerate(files)])
+        engine.scan_bronze(lake, files, "checked", checked)
+    else:
+        engine.create_table("batch_files", silver.batch_files_sql(rows))
+        engine.create_view("records", silver.records_sql(rows, "batch_files"))
+        engine.register_rows("malformed_rows", silver.MALFORMED_COLUMNS, [])
+        engine.create_table("checked", checked)
     earlier = _batches_to_check(engine, commits)
     engine.register_parquet(
         "purchase_keys",
@@ -260,48 +270,48 @@ def _validate(
     )
     engine.create_table(
         "decisions",
-        silver.duplicate_decisions_sql("validated", "purchase_keys", "silver_history"),
+        silver.duplicate_decisions_sql("checked", "batch_files", "purchase_keys",
+                                       "silver_history"),
     )
-    engine.create_view("classified", silver.classified_sql("validated", "decisions"))
+    engine.create_view("classified", silver.classified_sql("checked", "decisions"))
     engine.write_parquet(
-        silver.silver_sql("classified"),
+        silver.silver_sql("classified", "batch_files"),
         ctx.output("silver"),
         partition_by="ingestion_date",
     )
     fault_point("after_silver_write")
     engine.write_parquet(
-        quarantine_sql or silver.quarantine_sql("classified", "malformed_rows"),
+        quarantine_sql or silver.quarantine_sql("classified", "malformed_rows", "batch_files"),
         ctx.output("quarantine"),
         partition_by="ingestion_date",
     )
     fault_point("after_quarantine_write")
-    # Keys are reached only through the commit record, so they are written in place (see
-    # commit_log), in this run's folder: no later move, and nothing refers to them if this
-    # run never commits.
-    keys_dir = commit_log.run_dir(PURCHASE_KEYS_DIR, ctx.run_id)
-    lo, hi = engine.fetch(
-        f"SELECT MIN(purchase_id), MAX(purchase_id) FROM classified "
-        f"WHERE outcome = '{silver.ACCEPTED}'"  # nosec B608  # a constant
-    )[0]
-    if lo is not None:
-        lake.makedirs(keys_dir)
-        engine.write_parquet(
-            silver.purchase_keys_sql("classified") + " ORDER BY purchase_id", lake.url(keys_dir)
-        )
-    fault_point("after_keys_write")
-    for source_file, outcome, reason, n, invalid_emails in engine.fetch(
-        silver.file_counts_sql("classified", "malformed_rows")
+    # One pass for the conservation ledger and the batch's key range.
+    lo: int | None = None
+    hi: int | None = None
+    for source_file, outcome, reason, n, invalid_emails, low, high in engine.fetch(
+        silver.file_counts_sql("classified", "malformed_rows", "batch_files")
     ):
         o = outcomes[source_file]
         o.rows_in += n
         if outcome == silver.ACCEPTED:
             o.accepted += n
             o.invalid_emails += int(invalid_emails or 0)
+            lo = int(low) if lo is None else min(lo, int(low))
+            hi = int(high) if hi is None else max(hi, int(high))
         elif outcome == silver.DUPLICATE:
             o.duplicates += n
         else:
             o.rejected[reason] = o.rejected.get(reason, 0) + n
-    return (None if lo is None else [int(lo), int(hi)]), earlier
+    # Keys are reached only through the commit record, so they are written in place (see
+    # commit_log), in this run's folder: no later move, and nothing refers to them if this
+    # run never commits.
+    if lo is not None:
+        keys_dir = commit_log.run_dir(PURCHASE_KEYS_DIR, ctx.run_id)
+        lake.makedirs(keys_dir)
+        engine.write_parquet(silver.purchase_keys_sql("classified"), lake.url(keys_dir))
+    fault_point("after_keys_write")
+    return (None if lo is None or hi is None else [lo, hi]), earlier
 
 
 def _batches_to_check(engine: Engine, commits: list[Commit]) -> list[Commit]:
@@ -329,7 +339,7 @@ def _batches_to_check(engine: Engine, commits: list[Commit]) -> list[Commit]:
         hit = {
             int(b)
             for (b,) in engine.fetch(
-                "SELECT DISTINCT r.batch_id FROM key_ranges r JOIN validated v "
+                "SELECT DISTINCT r.batch_id FROM key_ranges r JOIN checked v "
                 "ON v.purchase_id BETWEEN r.lo AND r.hi WHERE v.reason IS NULL"
             )
         }

@@ -26,6 +26,10 @@ class RecordingEngine(DuckDBEngine):
 
     seen: list[str] = []
 
+    def scan_bronze(self, lake: Any, files: list, name: str, sql: str) -> None:
+        self.seen.append(sql)
+        super().scan_bronze(lake, files, name, sql)
+
     def create_table(self, name: str, sql: str) -> None:
         self.seen.append(sql)
         super().create_table(name, sql)

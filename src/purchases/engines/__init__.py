@@ -16,20 +16,28 @@ class Engine(Protocol):
 
     name: str
 
-    def register_bronze(self, lake: Lake, files: list[BronzeFile]) -> None:
-        """Expose the files' records as `raw_rows` and unparseable ones as `malformed_rows`.
+    def scan_bronze(self, lake: Lake, files: list[BronzeFile], name: str, sql: str) -> None:
+        """The single pass over a batch's CSV files: store the rows of `sql` as `name`.
 
-        raw_rows: row_id (unique in the batch), source_file, ingestion_date and the input
-        columns as text, picked by each file's header positions.
+        `sql` reads the relation `records`: row_id, file_no (the file's position in
+        `files`), ingestion_date and the input columns as text, picked by each file's header
+        positions, one row per record that parsed; it must carry row_id through. The stored
+        relation's row_id is unique in the batch, and lower for an earlier record of the same
+        file (the engine may number the rows as it stores them). Each file is parsed once,
+        here: every later query reads the stored rows.
 
-        Each file's records are parsed from `BronzeFile.read_path` (the bronze file, or a copy
-        without its over-long records), never from `path`, which names the rows' source_file.
+        Records are parsed from `BronzeFile.read_path` (the bronze file, or a copy without its
+        over-long records), never from `path`, which names the rows' source_file.
 
-        malformed_rows: source_file, ingestion_date, line_number (NULL where the parser
-        cannot tell), raw_line and reason: `malformed_row` for each record the CSV parser
-        rejected, `record_too_large` for each of the files' `oversized` records (line number
-        and text prefix as bronze found them).
+        Also exposes `malformed_rows`: source_file, ingestion_date, line_number (NULL where
+        the parser cannot tell), raw_line and reason: `malformed_row` for each record the CSV
+        parser rejected, `record_too_large` for each of the files' `oversized` records (line
+        number and text prefix as bronze found them).
         """
+
+    def register_bronze(self, lake: Lake, files: list[BronzeFile]) -> None:
+        """The files' records as parsed, for inspection: `raw_rows` (row_id, source_file,
+        ingestion_date and the input columns as text) and `malformed_rows` (as scan_bronze)."""
 
     def register_rows(
         self, name: str, columns: dict[str, str], rows: list[tuple[Any, ...]]

@@ -6,13 +6,16 @@ import errno
 import json
 import os
 import re
+import shutil
 import tempfile
+from decimal import Decimal
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import duckdb
 
 from purchases.contract import INPUT_COLUMNS, Reason
-from purchases.errors import PermanentError, TransientError
+from purchases.errors import ConfigError, PermanentError, TransientError
 from purchases.storage import lake_write_error
 
 if TYPE_CHECKING:
@@ -23,6 +26,63 @@ if TYPE_CHECKING:
 
 def _lit(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
+
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-z]+)\s*$", re.IGNORECASE)
+_UNITS = {"b": 1, "byte": 1, "bytes": 1, "k": 10**3, "kb": 10**3, "m": 10**6, "mb": 10**6,
+          "g": 10**9, "gb": 10**9, "t": 10**12, "tb": 10**12,
+          "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
+# DuckDB gets at least this share of PURCHASES_MEMORY_LIMIT, whatever the process holds
+# already: less would only make it spill everything.
+_MIN_ENGINE_SHARE = 0.5
+# What the process holds beside DuckDB's buffer pool while DuckDB works (the CSV reader's
+# and Parquet writer's own buffers, allocator slack): measured on the 5M-row bench.
+_OUTSIDE_POOL = 160 * 2**20
+
+
+def memory_bytes(value: str) -> int:
+    """A memory size as DuckDB spells it (`1GB`, `512MiB`, `2.5GB`) in bytes.
+
+    Raises:
+        ConfigError: the value is not a size.
+    """
+    found = _SIZE.match(value or "")
+    unit = _UNITS.get(found.group(2).lower()) if found else None
+    if found is None or unit is None:
+        raise ConfigError(
+            f"invalid setting PURCHASES_MEMORY_LIMIT: {value!r} is not a size (e.g. 1GB, 512MiB)")
+    return int(Decimal(found.group(1)) * unit)
+
+
+def _resident_bytes() -> int:
+    """This process's resident memory now (0 where /proc is not there to tell)."""
+    try:
+        with open("/proc/self/statm", encoding="ascii") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def engine_memory_limit(limit: str) -> int:
+    """DuckDB's own memory_limit (bytes) that keeps the whole process within `limit`.
+
+    PURCHASES_MEMORY_LIMIT bounds the process, not just DuckDB's buffer pool: what Python
+    and the libraries hold already, and what DuckDB allocates outside its pool, are taken
+    off, and DuckDB spills the rest to disk."""
+    total = memory_bytes(limit)
+    available = total - _resident_bytes() - _OUTSIDE_POOL
+    return max(int(total * _MIN_ENGINE_SHARE), available)
+
+
+# zstd at level 1 and V2 data pages (delta encodings): about a third less CPU than zstd's
+# default level with V1 pages, for files no larger. Every reader the lake has (DuckDB,
+# Spark 3.5, pyarrow, Athena) reads them.
+PARQUET_OPTIONS = "FORMAT parquet, COMPRESSION zstd, COMPRESSION_LEVEL 1, PARQUET_VERSION V2"
+
+
+# Partition values written as a plain folder name (dates, numbers); others go through
+# DuckDB's own partitioned write, which escapes them.
+_SAFE_FOLDER = re.compile(r"^[0-9A-Za-z_.:-]+$")
 
 
 class DuckDBEngine:
@@ -37,6 +97,7 @@ class DuckDBEngine:
         memory_limit: str = "1GB",
         threads: int | None = None,
         temp_directory: str | None = None,
+        spill_setting: str = "TMPDIR",
     ) -> None:
         config: dict[str, Any] = {
             "memory_limit": memory_limit,
@@ -50,37 +111,61 @@ class DuckDBEngine:
             config["threads"] = threads
         self.lake = lake
         self.temp_directory = config["temp_directory"]
-        self.con = duckdb.connect(":memory:", config=config)
+        self.spill_setting = spill_setting  # what the user changes to move the spill files
+        self._owned_temp: str | None = None
+        try:
+            self.con = duckdb.connect(":memory:", config=config)
+        except duckdb.Error as exc:
+            raise _translate(exc, lake, self.temp_directory, spill_setting) from exc
         if lake is not None and not lake.is_local:
             # Object stores go through the lake's fsspec file system: no httpfs download.
             self.con.register_filesystem(lake.fs)
 
     # --- reading -------------------------------------------------------------------------
 
-    def register_bronze(self, lake: Lake, files: list[BronzeFile]) -> None:
-        cols = ", ".join(f"{c} VARCHAR" for c in INPUT_COLUMNS)
+    def scan_bronze(self, lake: Lake, files: list[BronzeFile], name: str, sql: str) -> None:
+        """Parse the files once, storing the rows of `sql` (over `records`) as `name`."""
+        self._run(f"CREATE OR REPLACE TEMP VIEW records AS {self._records_sql(lake, files)}")
+        # row_id: the stored table's rowid (free, unique). Stored in the order the files
+        # are read, so the first copy of a duplicate in arrival order has the lowest.
+        self._run("SET preserve_insertion_order = true")
+        try:
+            self._run(
+                f"CREATE OR REPLACE TEMP TABLE {name}__stored AS "
+                f"SELECT * EXCLUDE (row_id) FROM ({sql}) q"  # nosec B608  # internal names
+            )
+        finally:
+            self._run("SET preserve_insertion_order = false")
         self._run(
-            f"CREATE OR REPLACE TEMP TABLE raw_records (source_file VARCHAR, "
-            f"ingestion_date DATE, {cols})"
+            f"CREATE OR REPLACE TEMP VIEW {name} AS "
+            f"SELECT rowid AS row_id, * FROM {name}__stored"  # nosec B608  # internal names
         )
-        # rowid of a temp table is a free, unique row number: the batch's row_id.
-        self._run(
-            "CREATE OR REPLACE TEMP VIEW raw_rows AS SELECT rowid AS row_id, * FROM raw_records"
-        )
-        self._run(
-            "CREATE OR REPLACE TEMP TABLE malformed_rows (source_file VARCHAR, "
-            "ingestion_date DATE, line_number BIGINT, raw_line VARCHAR, reason VARCHAR)"
-        )
-        for i, f in enumerate(files):
-            self._load_csv(lake, f, i)
-            if f.oversized:  # records bronze.inspect cut out of the file read above
-                self.con.executemany(
-                    "INSERT INTO malformed_rows VALUES (?, ?, ?, ?, ?)",
-                    [(f.path, f.ingestion_date, r.line_number, r.prefix,
-                      Reason.RECORD_TOO_LARGE.value) for r in f.oversized],
-                )
+        self._malformed_rows(files)
 
-    def _load_csv(self, lake: Lake, f: BronzeFile, i: int) -> None:
+    def register_bronze(self, lake: Lake, files: list[BronzeFile]) -> None:
+        self._run(
+            "CREATE OR REPLACE TEMP TABLE bronze_files (file_no INTEGER, source_file VARCHAR)")
+        if files:
+            self._run_many("INSERT INTO bronze_files VALUES (?, ?)",
+                                 [(i, f.path) for i, f in enumerate(files)])
+        self.scan_bronze(lake, files, "bronze_records", "SELECT * FROM records")
+        picked = ", ".join(f"r.{c}" for c in INPUT_COLUMNS)
+        self._run(
+            "CREATE OR REPLACE TEMP VIEW raw_rows AS SELECT r.row_id, f.source_file, "
+            f"r.ingestion_date, {picked} FROM bronze_records r "  # nosec B608  # internal names
+            "JOIN bronze_files f ON f.file_no = r.file_no"
+        )
+
+    def _records_sql(self, lake: Lake, files: list[BronzeFile]) -> str:
+        cols = ", ".join(f"CAST(NULL AS VARCHAR) AS {c}" for c in INPUT_COLUMNS)
+        if not files:
+            return ("SELECT CAST(NULL AS BIGINT) AS row_id, CAST(NULL AS INTEGER) AS file_no, "
+                    f"CAST(NULL AS DATE) AS ingestion_date, {cols} WHERE false")
+        return " UNION ALL ".join(self._csv_sql(lake, f, i) for i, f in enumerate(files))
+
+    @staticmethod
+    def _csv_sql(lake: Lake, f: BronzeFile, i: int) -> str:
+        # Every column as text, named by position: one parse, no type sniffing.
         columns = "{" + ", ".join(f"'c{k}': 'VARCHAR'" for k in range(f.column_count)) + "}"
         picked = ", ".join(f"c{f.positions[c]} AS {c}" for c in INPUT_COLUMNS)
         options = (
@@ -92,19 +177,35 @@ class DuckDBEngine:
             f"store_rejects=true, rejects_table='rej_{i}', rejects_scan='rejscan_{i}', "
             f"compression='{'gzip' if f.compressed else 'none'}'"
         )
-        self._run(
-            # Bandit B608: paths quoted by _lit, the rest internal names/ints
-            f"INSERT INTO raw_records SELECT {_lit(f.path)}, DATE '{f.ingestion_date}', {picked} "
+        # Bandit B608: paths quoted by _lit, the rest internal names/ints
+        return (
+            f"SELECT CAST(NULL AS BIGINT) AS row_id, CAST({i} AS INTEGER) AS file_no, "
+            f"DATE '{f.ingestion_date}' AS ingestion_date, {picked} "
             f"FROM read_csv({_lit(lake.url(f.read_path))}, {options})"  # nosec B608
         )
-        # One error row per failing column: a record counts once, by its first line.
+
+    def _malformed_rows(self, files: list[BronzeFile]) -> None:
+        """The records the scan rejected (its rejects tables) and those bronze cut out."""
         self._run(
-            # Bandit B608: paths quoted by _lit, the rest internal names/ints
-            f"INSERT INTO malformed_rows SELECT {_lit(f.path)}, DATE '{f.ingestion_date}', line, "
-            "regexp_replace(first(csv_line ORDER BY column_idx), '^[\\r\\n]+|[\\r\\n]+$', '', 'g')"
-            f", '{Reason.MALFORMED_ROW}' FROM rej_{i} GROUP BY line"  # nosec B608
+            "CREATE OR REPLACE TEMP TABLE malformed_rows (source_file VARCHAR, "
+            "ingestion_date DATE, line_number BIGINT, raw_line VARCHAR, reason VARCHAR)"
         )
-        self._run(f"DROP TABLE rej_{i}; DROP TABLE rejscan_{i}")
+        for i, f in enumerate(files):
+            # One error row per failing column: a record counts once, by its first line.
+            self._run(
+                # Bandit B608: paths quoted by _lit, the rest internal names/ints
+                f"INSERT INTO malformed_rows SELECT {_lit(f.path)}, DATE '{f.ingestion_date}', "
+                "line, regexp_replace(first(csv_line ORDER BY column_idx), "
+                "'^[\\r\\n]+|[\\r\\n]+$', '', 'g')"
+                f", '{Reason.MALFORMED_ROW}' FROM rej_{i} GROUP BY line"  # nosec B608
+            )
+            self._run(f"DROP TABLE rej_{i}; DROP TABLE rejscan_{i}")
+            if f.oversized:  # records bronze.inspect cut out of the file read above
+                self._run_many(
+                    "INSERT INTO malformed_rows VALUES (?, ?, ?, ?, ?)",
+                    [(f.path, f.ingestion_date, r.line_number, r.prefix,
+                      Reason.RECORD_TOO_LARGE.value) for r in f.oversized],
+                )
 
     def register_rows(
         self, name: str, columns: dict[str, str], rows: list[tuple[Any, ...]]
@@ -114,7 +215,7 @@ class DuckDBEngine:
         if rows:
             marks = ", ".join("?" for _ in columns)
             # Values are bound; decimals arrive as strings and are cast by the column type.
-            self.con.executemany(
+            self._run_many(
                 # Bandit B608: internal table name; values are bound
                 f"INSERT INTO {name} VALUES ({marks})",  # nosec B608
                 [tuple(str(v) if v is not None else None for v in r) for r in rows],
@@ -142,30 +243,62 @@ class DuckDBEngine:
         self._run(f"CREATE OR REPLACE TEMP VIEW {name} AS {sql}")
 
     def write_parquet(self, sql: str, url: str, *, partition_by: str | None = None) -> None:
-        opts = "FORMAT parquet, COMPRESSION zstd"
+        opts = PARQUET_OPTIONS
+        base = url.rstrip("/")
         if partition_by:
+            values = self.fetch(
+                f"SELECT DISTINCT CAST({partition_by} AS VARCHAR) FROM ({sql}) q"  # nosec B608
+            )
+            if len(values) == 1 and values[0][0] is not None and _SAFE_FOLDER.match(values[0][0]):
+                # One partition (a run's usual case): a plain write into its folder costs
+                # far less than DuckDB's partitioned write, which spreads rows by value.
+                folder = f"{base}/{partition_by}={values[0][0]}"
+                self._makedirs(folder)
+                self._run(f"COPY ({sql}) TO {_lit(folder + '/part-0.parquet')} ({opts})")
+                return
             opts += (
                 f", PARTITION_BY ({partition_by}), FILENAME_PATTERN 'part-{{i}}', "
                 "OVERWRITE_OR_IGNORE, WRITE_PARTITION_COLUMNS true"
             )
             self._run(f"COPY ({sql}) TO {_lit(url)} ({opts})")
         else:
-            self._run(f"COPY ({sql}) TO {_lit(url.rstrip('/') + '/part-0.parquet')} ({opts})")
+            self._run(f"COPY ({sql}) TO {_lit(base + '/part-0.parquet')} ({opts})")
+
+    def _makedirs(self, url: str) -> None:
+        if "://" in url:
+            return  # an object store: no folders to make
+        try:
+            os.makedirs(url, exist_ok=True)
+        except OSError as exc:
+            translated = None
+            if self.lake is not None and self.lake.is_local:
+                rel = os.path.relpath(url, self.lake.root)
+                translated = lake_write_error(exc, self.lake.uri, "write", rel)
+            raise (translated or TransientError(f"cannot create {url}: {exc}")) from exc
 
     def fetch(self, sql: str) -> list[tuple[Any, ...]]:
         try:
             return self.con.execute(sql).fetchall()
         except duckdb.Error as exc:
-            raise _translate(exc, self.lake, self.temp_directory) from exc
+            raise _translate(exc, self.lake, self.temp_directory, self.spill_setting) from exc
 
     def _run(self, sql: str) -> None:
         try:
             self.con.execute(sql)
         except duckdb.Error as exc:
-            raise _translate(exc, self.lake, self.temp_directory) from exc
+            raise _translate(exc, self.lake, self.temp_directory, self.spill_setting) from exc
+
+    def _run_many(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
+        try:
+            self.con.executemany(sql, rows)
+        except duckdb.Error as exc:
+            raise _translate(exc, self.lake, self.temp_directory, self.spill_setting) from exc
 
     def close(self) -> None:
         self.con.close()
+        if self._owned_temp is not None:
+            shutil.rmtree(self._owned_temp, ignore_errors=True)
+            self._owned_temp = None
 
 
 # DuckDB names the file in its I/O errors: `... file "PATH": <strerror>`, and for an
@@ -208,7 +341,7 @@ def _os_error(message: str) -> OSError | None:
 
 
 def _write_error(
-    exc: duckdb.Error, lake: Lake | None, temp_directory: str | None
+    exc: duckdb.Error, lake: Lake | None, temp_directory: str | None, spill_setting: str
 ) -> Exception | None:
     """A permanent write failure (disk full, file too large, read-only, forbidden) as the
     lake's one-line error, or None when the message shows none: retrying cannot help those,
@@ -229,12 +362,15 @@ def _write_error(
     translated = lake_write_error(found, where, "write", path)
     if translated is None:
         return None
-    what = f"DuckDB's temporary files in {where} (TMPDIR)" if spill else where
+    what = f"DuckDB's temporary files in {where} ({spill_setting})" if spill else where
     return type(translated)(str(translated).replace(f"lake {where}", what, 1))
 
 
 def _translate(
-    exc: duckdb.Error, lake: Lake | None = None, temp_directory: str | None = None
+    exc: duckdb.Error,
+    lake: Lake | None = None,
+    temp_directory: str | None = None,
+    spill_setting: str = "TMPDIR",
 ) -> Exception:
     """Driver errors become the product's: I/O hiccups are transient, a write that cannot
     succeed (no space, file too large, read-only, no permission) and the rest permanent."""
@@ -242,7 +378,7 @@ def _translate(
     if len(message) > _MAX_MESSAGE:  # a CSV error can quote a huge line
         message = message[:_MAX_MESSAGE] + "..."
     if isinstance(exc, duckdb.IOException | duckdb.HTTPException):
-        translated = _write_error(exc, lake, temp_directory)
+        translated = _write_error(exc, lake, temp_directory, spill_setting)
         if translated is not None:
             return translated
         return TransientError(f"DuckDB I/O error: {message}")
@@ -251,5 +387,53 @@ def _translate(
     return PermanentError(f"DuckDB error: {message}")
 
 
+SPILL_DIR = "tmp"
+"""Folder of $PURCHASES_HOME holding DuckDB's spill files (one folder per engine)."""
+
+
+def _spill_folder(home: Path) -> str | None:
+    """A new folder for one engine's spill files under home/tmp, or None when the home is
+    not writable (then DuckDB spills under TMPDIR). Folders of engines whose process is
+    gone (killed mid-run) are removed first: DuckDB deletes its files only when closed."""
+    root = home / SPILL_DIR
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        for old in root.glob("duckdb-*-*"):
+            pid = old.name.split("-")[1]
+            if pid.isdigit() and not _alive(int(pid)):
+                shutil.rmtree(old, ignore_errors=True)
+        return tempfile.mkdtemp(prefix=f"duckdb-{os.getpid()}-", dir=root)
+    except OSError:
+        return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # another user's process: alive
+    return True
+
+
 def create(settings: Settings, lake: Lake | None = None, **options: Any) -> DuckDBEngine:
-    return DuckDBEngine(lake, memory_limit=settings.memory_limit, **options)
+    """The engine for a run: PURCHASES_MEMORY_LIMIT bounds the process (see
+    engine_memory_limit), and DuckDB spills to a folder of PURCHASES_HOME.
+
+    Raises:
+        ConfigError: PURCHASES_MEMORY_LIMIT is not a size.
+    """
+    limit = engine_memory_limit(settings.memory_limit)
+    if "temp_directory" in options:
+        return DuckDBEngine(lake, memory_limit=f"{limit}B", **options)
+    spill = _spill_folder(Path(settings.home))
+    try:
+        engine = DuckDBEngine(lake, memory_limit=f"{limit}B", temp_directory=spill,
+                              spill_setting="PURCHASES_HOME" if spill else "TMPDIR", **options)
+    except BaseException:
+        if spill:
+            shutil.rmtree(spill, ignore_errors=True)
+        raise
+    engine._owned_temp = spill
+    return engine

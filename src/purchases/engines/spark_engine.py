@@ -13,6 +13,10 @@ only decides how Spark reads and writes, and sets the session up so the SQL mean
 `create_table` computes a query once: with a local master into a scratch Parquet copy on
 local disk (written and read back at about the cost of computing it; no JVM heap held), on a
 cluster with ``persist(MEMORY_AND_DISK)``. Scratch data goes when the engine is closed.
+`scan_bronze` parses the batch's CSV files once into such a stored copy (the corrupt-record
+column must be read from stored rows: Spark refuses queries on it straight from the CSV
+scan), exposes `records` and `malformed_rows` over it, and stores the shared `checked` SQL
+from there: the CSV is never parsed again.
 Shuffle partitions follow the input size (1 for small inputs, not Spark's default 200).
 
 Every engine instance works in its own ``SparkSession.newSession()`` (own temporary views and
@@ -301,7 +305,28 @@ class SparkEngine:
 
     # --- reading -------------------------------------------------------------------------
 
+    def scan_bronze(self, lake: Lake, files: list[BronzeFile], name: str, sql: str) -> None:
+        from pyspark.sql import functions as F
+
+        bronze = self._bronze(lake, files)
+        with _guard():
+            bronze.where(F.col(CORRUPT).isNull()).select(
+                "row_id", "file_no", "ingestion_date", *INPUT_COLUMNS
+            ).createOrReplaceTempView("records")
+        self.create_table(name, sql)
+
     def register_bronze(self, lake: Lake, files: list[BronzeFile]) -> None:
+        from pyspark.sql import functions as F
+
+        bronze = self._bronze(lake, files)
+        with _guard():
+            bronze.where(F.col(CORRUPT).isNull()).select(
+                "row_id", "source_file", "ingestion_date", *INPUT_COLUMNS
+            ).createOrReplaceTempView("raw_rows")
+
+    def _bronze(self, lake: Lake, files: list[BronzeFile]) -> DataFrame:
+        """Parse the files once into stored rows (the CSV's parse is the costly part, and
+        Spark reads a multi-line CSV file in one task); `malformed_rows` is exposed from them."""
         from pyspark.sql import functions as F
 
         spark = self.spark
@@ -318,12 +343,10 @@ class SparkEngine:
                     bronze = bronze.repartition(self.shuffle_partitions)
             else:
                 bronze = spark.createDataFrame(
-                    [], f"row_id BIGINT, source_file STRING, ingestion_date DATE, "
-                        f"{', '.join(f'{c} STRING' for c in columns)}, {CORRUPT} STRING")
+                    [], f"row_id BIGINT, file_no INT, source_file STRING, "
+                        f"ingestion_date DATE, {', '.join(f'{c} STRING' for c in columns)}, "
+                        f"{CORRUPT} STRING")
             bronze = self._materialise(bronze)
-            raw = bronze.where(F.col(CORRUPT).isNull()).select(
-                "row_id", "source_file", "ingestion_date", *columns)
-            raw.createOrReplaceTempView("raw_rows")
             malformed = bronze.where(F.col(CORRUPT).isNotNull()).select(
                 "source_file",
                 "ingestion_date",
@@ -340,6 +363,7 @@ class SparkEngine:
                     oversized, "source_file STRING, ingestion_date DATE, line_number BIGINT, "
                                "raw_line STRING, reason STRING"))
             malformed.createOrReplaceTempView("malformed_rows")
+        return bronze
 
     def _read_csv(self, lake: Lake, f: BronzeFile, index: int) -> DataFrame:
         from pyspark.sql import functions as F
@@ -373,6 +397,7 @@ class SparkEngine:
         return df.where(F.col(RECORD) > header_at).select(
             # Unique in the batch and in arrival order: file by file, record by record.
             (F.lit(index << ROW_ID_FILE_SHIFT) + F.col(RECORD)).alias("row_id"),
+            F.lit(index).cast("int").alias("file_no"),
             F.lit(f.path).alias("source_file"),
             F.lit(f.ingestion_date).cast("date").alias("ingestion_date"),
             *(field(c) for c in INPUT_COLUMNS),
