@@ -530,8 +530,9 @@ def _require_fresh_home() -> None:
     if s.database_url:
         try:
             url = make_url(s.database_url)
+            dialect = serving.dialects.find(url.get_backend_name())
             in_home = (
-                url.get_backend_name() == "sqlite"
+                dialect is not None and dialect.embedded  # a file, not a server
                 and bool(url.database)
                 and _inside(Path(str(url.database)), s.home)
             )

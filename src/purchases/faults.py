@@ -38,7 +38,7 @@ FAULT_POINTS: tuple[str, ...] = (
     "after_publication",  # every output moved, staging folder not yet removed
     "after_commit",  # publish() returned
     "mid_recovery",  # after each move the next run's recovery makes (use :n)
-    # gold_to_staging / upsert (serving.py holds the last two)
+    # gold_to_staging / upsert (the serving package holds the last two)
     "after_staging_load",
     "inside_upsert",
     "after_upsert",

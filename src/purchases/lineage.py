@@ -162,12 +162,15 @@ def database_namespace(url: str) -> str:
         parsed = make_url(url)
     except Exception:  # noqa: BLE001 - an unparseable URL is named by nothing it holds
         return "database"
+    from purchases.serving import dialects
+
     backend = parsed.get_backend_name()
-    if backend == "sqlite":
+    dialect = dialects.find(backend)
+    if dialect is not None and dialect.embedded:  # a file: named by its absolute path
         database = parsed.database or ""
         if database and database != ":memory:":
             database = str(Path(database).expanduser().resolve())
-        return f"sqlite:///{database}"
+        return f"{backend}:///{database}"
     host = parsed.host or ""
     port = f":{parsed.port}" if parsed.port else ""
     return f"{backend}://{host}{port}/{parsed.database or ''}"

@@ -28,3 +28,26 @@ def test_no_float_types_in_the_package() -> None:
             if pattern.search(code):
                 offenders.append(f"{path.relative_to(SRC)}:{number}: {line.strip()}")
     assert offenders == []
+
+
+# A comparison with a database's name: `dialect.name == ...`, `backend != "sqlite"`, `in ("mysql",
+# ...)`, `with_variant(..., "sqlite")`.
+_DIALECT_BRANCH = re.compile(
+    r"""(?:dialect\.name|dialect_name|backend|get_backend_name\(\))\s*(?:==|!=|\bin\b)|"""
+    r"""(?:==|!=|\bin\b)\s*\(?\s*["'](?:sqlite|postgresql|mysql|mariadb)["']""")
+# The dialect classes are where databases differ; a migration version is frozen history,
+# written once in the SQL of the databases it changed.
+_MAY_NAME_DATABASES = ("serving/dialects/", "migrations/versions/")
+
+
+def test_no_dialect_branch_outside_the_serving_dialects() -> None:
+    offenders = []
+    for path in SRC.rglob("*.py"):
+        rel = path.relative_to(SRC).as_posix()
+        if rel.startswith(_MAY_NAME_DATABASES):
+            continue
+        for number, line in enumerate(path.read_text().splitlines(), start=1):
+            code = line.split("#", 1)[0]
+            if _DIALECT_BRANCH.search(code):
+                offenders.append(f"{rel}:{number}: {line.strip()}")
+    assert offenders == []
