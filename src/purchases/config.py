@@ -7,7 +7,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import ByteSize, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from purchases.contract import DEFAULT_MAX_AMOUNT, DEFAULT_MAX_RECORD_BYTES
@@ -46,8 +46,8 @@ class Settings(BaseSettings):
     max_amount: Decimal = DEFAULT_MAX_AMOUNT
     """Largest accepted amount, in the purchase's own currency."""
 
-    memory_limit: str = "1GB"
-    """Memory the DuckDB engine may use before spilling to disk."""
+    memory_limit: ByteSize = Field(default=ByteSize(10**9), ge=64 << 20)
+    """Memory the process may use before DuckDB spills to disk (`1GB`, `512MiB`, bytes)."""
 
     max_record_bytes: int = Field(default=DEFAULT_MAX_RECORD_BYTES, ge=256, le=64 << 20)
     """Longest CSV record, in bytes (its line break not counted), accepted from a bronze file;

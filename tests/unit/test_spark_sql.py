@@ -60,7 +60,7 @@ def pipeline_sql(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
     import purchases.engines.duckdb_engine as duck
 
     original = duck.create
-    duck.create = lambda s, lk=None, **o: RecordingEngine(lk, memory_limit=s.memory_limit)
+    duck.create = lambda s, lk=None, **o: RecordingEngine(lk, memory_limit=f"{s.memory_limit}B")
     try:
         for day, rows in (("2024-01-15", "1,A,B,a@b.co,1,2024-01-10,1.00,USD\n"
                                          "1,A,B,a@b.co,1,2024-01-10,1.0,USD\n2,x\n"),

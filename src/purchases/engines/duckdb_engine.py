@@ -8,14 +8,13 @@ import os
 import re
 import shutil
 import tempfile
-from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import duckdb
 
 from purchases.contract import INPUT_COLUMNS, Reason
-from purchases.errors import ConfigError, PermanentError, TransientError
+from purchases.errors import PermanentError, TransientError
 from purchases.storage import lake_write_error
 
 if TYPE_CHECKING:
@@ -28,30 +27,12 @@ def _lit(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-z]+)\s*$", re.IGNORECASE)
-_UNITS = {"b": 1, "byte": 1, "bytes": 1, "k": 10**3, "kb": 10**3, "m": 10**6, "mb": 10**6,
-          "g": 10**9, "gb": 10**9, "t": 10**12, "tb": 10**12,
-          "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
 # DuckDB gets at least this share of PURCHASES_MEMORY_LIMIT, whatever the process holds
 # already: less would only make it spill everything.
 _MIN_ENGINE_SHARE = 0.5
 # What the process holds beside DuckDB's buffer pool while DuckDB works (the CSV reader's
 # and Parquet writer's own buffers, allocator slack): measured on the 5M-row bench.
 _OUTSIDE_POOL = 160 * 2**20
-
-
-def memory_bytes(value: str) -> int:
-    """A memory size as DuckDB spells it (`1GB`, `512MiB`, `2.5GB`) in bytes.
-
-    Raises:
-        ConfigError: the value is not a size.
-    """
-    found = _SIZE.match(value or "")
-    unit = _UNITS.get(found.group(2).lower()) if found else None
-    if found is None or unit is None:
-        raise ConfigError(
-            f"invalid setting PURCHASES_MEMORY_LIMIT: {value!r} is not a size (e.g. 1GB, 512MiB)")
-    return int(Decimal(found.group(1)) * unit)
 
 
 def _resident_bytes() -> int:
@@ -63,13 +44,12 @@ def _resident_bytes() -> int:
         return 0
 
 
-def engine_memory_limit(limit: str) -> int:
+def engine_memory_limit(total: int) -> int:
     """DuckDB's own memory_limit (bytes) that keeps the whole process within `limit`.
 
     PURCHASES_MEMORY_LIMIT bounds the process, not just DuckDB's buffer pool: what Python
     and the libraries hold already, and what DuckDB allocates outside its pool, are taken
     off, and DuckDB spills the rest to disk."""
-    total = memory_bytes(limit)
     available = total - _resident_bytes() - _OUTSIDE_POOL
     return max(int(total * _MIN_ENGINE_SHARE), available)
 
@@ -419,11 +399,7 @@ def _alive(pid: int) -> bool:
 
 def create(settings: Settings, lake: Lake | None = None, **options: Any) -> DuckDBEngine:
     """The engine for a run: PURCHASES_MEMORY_LIMIT bounds the process (see
-    engine_memory_limit), and DuckDB spills to a folder of PURCHASES_HOME.
-
-    Raises:
-        ConfigError: PURCHASES_MEMORY_LIMIT is not a size.
-    """
+    engine_memory_limit), and DuckDB spills to a folder of PURCHASES_HOME."""
     limit = engine_memory_limit(settings.memory_limit)
     if "temp_directory" in options:
         return DuckDBEngine(lake, memory_limit=f"{limit}B", **options)

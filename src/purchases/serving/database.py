@@ -92,11 +92,6 @@ class ServingDatabase:
         self.capabilities: DialectCapabilities = dialects.for_url(engine.url)
         self.tables: ServingTables = self.capabilities.tables
 
-    @property
-    def dialect(self) -> str:
-        """SQLAlchemy dialect name: sqlite, postgresql, mysql or mariadb."""
-        return self.engine.dialect.name
-
     @cached_property
     def db_errors(self) -> tuple[type[BaseException], ...]:
         """Every exception type the database layer raises (SQLAlchemy's and the driver's own,
@@ -437,12 +432,11 @@ def _utcnow() -> datetime:
 
 
 @contextmanager
-def connect(settings: Settings) -> Iterator[ServingDatabase]:
-    """Open the serving database, migrate its schema if needed, and translate driver errors."""
+def _opened(settings: Settings) -> Iterator[ServingDatabase]:
+    """The configured database, driver errors translated, its engine disposed after."""
     engine = create_db_engine(settings)
     db = ServingDatabase(engine)
     try:
-        db.ensure_schema()
         yield db
     except db.db_errors as exc:
         raise translate(exc, engine.url) from exc
@@ -450,28 +444,28 @@ def connect(settings: Settings) -> Iterator[ServingDatabase]:
         engine.dispose()
 
 
+@contextmanager
+def connect(settings: Settings) -> Iterator[ServingDatabase]:
+    """Open the serving database, migrate its schema if needed, and translate driver errors."""
+    with _opened(settings) as db:
+        db.ensure_schema()
+        yield db
+
+
 def upgrade_schema(settings: Settings, revision: str = "head") -> tuple[str, str | None]:
     """Apply migrations up to `revision`; returns (masked URL, revision now)."""
-    engine = create_db_engine(settings)
-    db = ServingDatabase(engine)
-    try:
-        return masked_url(engine.url), migrations.upgrade(engine, revision)
-    except db.db_errors as exc:
-        raise translate(exc, engine.url) from exc
-    finally:
-        engine.dispose()
+    with _opened(settings) as db:
+        return masked_url(db.engine.url), migrations.upgrade(db.engine, revision)
 
 
 def schema_status(settings: Settings) -> dict[str, Any]:
     """Where the database's schema is against the shipped head, without changing anything."""
-    engine = create_db_engine(settings)
-    db = ServingDatabase(engine)
-    try:
+    with _opened(settings) as db:
         current = db.schema_revision()
         head = migrations.head_revision()
         status = {
-            "database": masked_url(engine.url),
-            "dialect": db.capabilities.describe(engine.dialect),
+            "database": masked_url(db.engine.url),
+            "dialect": db.capabilities.describe(db.engine.dialect),
             "revision": current or "none",
             "head": head,
             "up_to_date": current == head,
@@ -481,10 +475,6 @@ def schema_status(settings: Settings) -> dict[str, Any]:
             status["batches_applied"] = len(ledger)
             status["latest_batch"] = ledger[-1]["batch_id"] if ledger else None
         return status
-    except db.db_errors as exc:
-        raise translate(exc, engine.url) from exc
-    finally:
-        engine.dispose()
 
 
 def upgrade_sql(settings: Settings, revision: str = "head") -> str:
