@@ -80,15 +80,22 @@ def upgrade(engine: sa.Engine, revision: str = "head") -> str | None:
     """
     from alembic import command
 
-    with engine.begin() as con:
-        release = _lock(con)
+    with engine.connect() as con:
+        release = None
         try:
-            _adopt_unversioned(con)
-            command.upgrade(alembic_config(con), revision)
-            return current_revision(con)
+            with con.begin():
+                release = _lock(con)
+                _adopt_unversioned(con)
+                command.upgrade(alembic_config(con), revision)
+                reached = current_revision(con)
+            # Released only once the work is committed: a session-level lock (MySQL) let go
+            # inside the transaction let the next upgrader read the version table before the
+            # last version change was visible, and apply that revision a second time.
+            return reached
         finally:
-            with contextlib.suppress(Exception):  # a lost session releases the lock itself
-                release()
+            if release is not None:
+                with contextlib.suppress(Exception):  # a lost session releases it itself
+                    release()
 
 
 def upgrade_sql(url: sa.URL, revision: str = "head") -> str:
