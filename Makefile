@@ -43,9 +43,13 @@ run: $(BASE_STAMP)
 	rm -rf .purchases
 	$(BIN)/purchases demo --days 7 --rows 15000
 
+# Test processes: twice the cores, since much of the suite waits on subprocesses (killed runs,
+# JVMs, moto's S3 server) rather than computing; each test file stays on one worker.
+TEST_WORKERS ?= $(shell $(PYTHON) -c 'import os; print(2 * (os.cpu_count() or 1))')
+
 # Lint, security and the deployment validators run first, so any finding fails `make test`.
 test: $(STAMP) $(NODE_STAMP) lint security validate-deploy
-	$(BIN)/python -m pytest -n auto --dist loadfile $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench

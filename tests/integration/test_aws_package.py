@@ -46,9 +46,12 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Package, Package]:
     for name in ("pyproject.toml", "README.md"):
         shutil.copy2(ROOT / name, source / name)
     first = package.build(tmp / "one", source=source)
+    # "two" holds an earlier build (every artifact's name, other bytes) and an older
+    # release's wheel; the second build must replace all of it to equal the first.
     (tmp / "two").mkdir()
+    for artifact in first.out.iterdir():
+        (tmp / "two" / artifact.name).write_bytes(b"an earlier build of " + artifact.name.encode())
     (tmp / "two" / "purchases-0.0.1-py3-none-any.whl").write_bytes(b"an older build")
-    package.build(tmp / "two", source=source)  # overwritten by the next one
     second = package.build(tmp / "two", source=source)
     return first, second
 
