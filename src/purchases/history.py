@@ -129,5 +129,7 @@ def load_all(lake: Lake, limit: int | None = None) -> list[RunRecord]:
 
 
 def load(lake: Lake, run_id: str) -> RunRecord | None:
-    rel = f"{RUNS_DIR}/{run_id}.json"
-    return RunRecord.from_json(lake.read_json(rel)) if lake.exists(rel) else None
+    try:
+        return RunRecord.from_json(lake.read_json(f"{RUNS_DIR}/{run_id}.json"))
+    except FileNotFoundError:
+        return None

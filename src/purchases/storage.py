@@ -327,8 +327,11 @@ class Lake:
             return self.fs.open(self.full(rel), mode)
 
     def read_json(self, rel: str) -> Any:
-        with self._reading(rel), self.fs.open(self.full(rel), "rb") as fh:
-            return json.loads(fh.read())
+        # One whole-object GET: a file handle on S3 checks the ETag it first saw on every
+        # read, so a record another run replaces meanwhile (a run record, a marker) would
+        # fail the read with FileExpired instead of giving the old or the new version.
+        with self._reading(rel):
+            return json.loads(self.fs.cat_file(self.full(rel)))
 
     def iter_json(self, rel_dir: str) -> Iterator[tuple[str, Any]]:
         for rel in self.list_files(rel_dir):

@@ -384,3 +384,31 @@ def test_a_wrong_region_is_one_line_naming_the_lake_the_region_and_the_fix(
     finally:
         server.shutdown()
         s3fs.S3FileSystem.clear_instance_cache()
+
+
+def test_a_record_replaced_while_it_is_read_gives_the_old_or_the_new_version(
+    bucket: str,
+) -> None:
+    # Another run rewrites its run record while this run reads it (run_is_dead, recovery):
+    # the read must give one whole version, never fail because the object changed under it.
+    lake = Lake(f"s3://{bucket}/lake")
+    rel = "_state/runs/20240115T000000Z-race.json"
+    versions = [{"run_id": "race", "step": i, "pad": "x" * (i % 7) * 100} for i in range(60)]
+    lake.write_json(rel, versions[0])
+    stop = threading.Event()
+
+    def rewrite() -> None:
+        i = 0
+        while not stop.is_set():
+            i += 1
+            lake.write_json(rel, versions[i % len(versions)])
+
+    writer = threading.Thread(target=rewrite)
+    writer.start()
+    try:
+        seen = [lake.read_json(rel) for _ in range(150)]
+    finally:
+        stop.set()
+        writer.join()
+    assert all(record in versions for record in seen)
+    assert len({record["step"] for record in seen}) > 1  # the writer did race the reads
