@@ -13,10 +13,9 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
-from test_spark_support import spark_or_skip
+from test_spark_support import spark_installed_or_skip
 from typer.testing import CliRunner
 
 from purchases.cli import app
@@ -28,8 +27,9 @@ PURCHASES = str(Path(sys.executable).with_name("purchases"))
 
 
 @pytest.fixture(scope="module")
-def spark() -> Any:
-    return spark_or_skip()  # the CLI process starts its own JVM; this checks that it can
+def spark() -> None:
+    # The CLI process starts its own JVM: this one needs none, only pyspark and Java.
+    spark_installed_or_skip()
 
 
 def clean_env(home: Path) -> dict[str, str]:
@@ -54,7 +54,7 @@ def spark_run(home: Path) -> subprocess.CompletedProcess:
     return proc
 
 
-def test_purchases_run_with_the_spark_engine(spark: Any, tmp_path: Path,
+def test_purchases_run_with_the_spark_engine(spark: None, tmp_path: Path,
                                              monkeypatch: pytest.MonkeyPatch) -> None:
     for name in [k for k in os.environ if k.startswith("PURCHASES_")]:
         monkeypatch.delenv(name)

@@ -35,11 +35,17 @@ def java_ok() -> bool:
     return subprocess.run([java, "-version"], capture_output=True).returncode == 0
 
 
-def spark_or_skip() -> Any:
-    """The process-wide local SparkSession the Spark engine uses (started on first use)."""
+def spark_installed_or_skip() -> None:
+    """Skip (fail in CI) unless pyspark and a Java it can run are installed. For tests whose
+    Spark runs in a process of their own: no session is started in this one."""
     require(importlib.util.find_spec("pyspark") is not None,
             "pyspark is not installed (pip install '.[spark]')")
     require(java_ok(), "Java is not available (PySpark 3.5 needs Java 8, 11 or 17)")
+
+
+def spark_or_skip() -> Any:
+    """The process-wide local SparkSession the Spark engine uses (started on first use)."""
+    spark_installed_or_skip()
     from purchases.engines.spark_engine import spark_session
 
     return spark_session()
