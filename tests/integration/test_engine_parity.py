@@ -265,7 +265,17 @@ def end_state(settings: Settings, records: list[Any]) -> dict[str, Any]:
         "quarantine_folders": folders(lake, "quarantine"),
         "gold_folders": folders(lake, "gold"),
         "schemas": {k: schema_of(lake, k) for k in ("silver", "quarantine", "gold")},
+        "gold_customer_ids": [_gold_customer_ids(lake, c) for c in commits],
     }
+
+
+def _gold_customer_ids(lake: Lake, commit: Any) -> list[int]:
+    """A batch's gold customer ids in the order a serving database stages them."""
+    import pyarrow.parquet as pq
+
+    return [i for rel in commit_log.gold_files(commit)
+            for i in pq.read_table(lake.full(rel), columns=["customer_id"])["customer_id"]
+            .to_pylist()]
 
 
 def _current_state(lake: Lake, commits: list[Any]) -> list[dict[str, Any]]:
@@ -308,6 +318,16 @@ def test_engines_agree(parity: dict[str, Any], part: str) -> None:
         extra = [r for r in spark if r not in duck][:5]
         pytest.fail(f"{part} differs: only DuckDB {missing}; only Spark {extra}")
     assert duck, f"{part} is empty: the fixture does not exercise it"
+
+
+def test_gold_is_in_customer_id_order(parity: dict[str, Any]) -> None:
+    # SQLite upserts the staged rows in the order they were staged; gold's order makes that
+    # key order (the serving dialect's upsert_order relies on it for speed, not correctness).
+    for engine in ("duckdb", "spark"):
+        batches = parity[engine]["gold_customer_ids"]
+        assert any(len(ids) > 1 for ids in batches), "the fixture needs a batch of customers"
+        for ids in batches:
+            assert ids == sorted(ids) and len(set(ids)) == len(ids), (engine, ids)
 
 
 def test_fixture_covers_every_reason_code(parity: dict[str, Any]) -> None:

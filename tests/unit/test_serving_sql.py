@@ -356,8 +356,9 @@ def test_each_dialect_keeps_money_as_its_database_can_exactly() -> None:
     assert "total_spent_aud_cents" not in dialects.MySQLDialect().tables.summary.c
 
 
-def test_the_sqlite_upsert_reads_staging_in_key_order_the_servers_as_stored() -> None:
-    assert "ORDER BY customer_purchase_summary_staging.customer_id ON CONFLICT" in render(
+def test_the_sqlite_upsert_reads_staging_in_load_order_the_servers_as_stored() -> None:
+    # Load order is key order (gold is written in customer_id order): no sort of the batch.
+    assert "ORDER BY customer_purchase_summary_staging.rowid ON CONFLICT" in render(
         sqlite.dialect())
     assert "ORDER BY" not in render(postgresql.dialect())
     assert "ORDER BY" not in render(mysql_dialect((10, 11, 9), mariadb=True))

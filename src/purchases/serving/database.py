@@ -78,8 +78,9 @@ def upsert_statement(
     if by_customer:
         source = source.where(
             staging.c.customer_id.between(sa.bindparam("first"), sa.bindparam("last")))
-    if capabilities.upsert_in_key_order:
-        source = source.order_by(*(staging.c[c.name] for c in target.primary_key.columns))
+    order = capabilities.upsert_order(staging)
+    if order:
+        source = source.order_by(*order)
     return capabilities.upsert(target, source, [*cols, "updated_at"], version=VERSION_COLUMN,
                                dialect=dialect)
 

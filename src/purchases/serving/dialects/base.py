@@ -53,10 +53,6 @@ class DialectCapabilities:
     """How its tables keep money (contract.MoneyStorage)."""
     alter_by_rebuild: ClassVar[bool] = False
     """ALTER TABLE is too limited for migrations: Alembic rebuilds tables (batch mode)."""
-    upsert_in_key_order: ClassVar[bool] = False
-    """The upsert reads the staged rows in primary-key order, so each page of the summary is
-    visited once, in order: a sort of the batch instead of random page access, which costs far
-    more once the table outgrows the page cache."""
     index_rebuild_percent: ClassVar[int | None] = None
     """Drop the summary's secondary indexes for an upsert that writes at least this percentage
     of the table's rows, and build them again after it, in the same transaction (None: never).
@@ -152,6 +148,10 @@ class DialectCapabilities:
         """INSERT INTO `target` (`columns`) the rows of `source`, replacing a row with the same
         primary key only when the incoming `version` column is greater."""
         raise PermanentError(f"serving database dialect {self.name!r} has no upsert form")
+
+    def upsert_order(self, staging: sa.Table) -> list[sa.ColumnElement[Any]]:
+        """The order the upsert reads a batch's staged rows in (none: the database's choice)."""
+        return []
 
     @contextmanager
     def bulk_upsert(self, con: sa.Connection, tables: ServingTables, rows: int) -> Iterator[None]:
