@@ -69,7 +69,7 @@ GOLD_SCHEMA = pa.schema([
 
 def write_gold(lake: Lake, batch_id: int, rows: int, seed: int, *, shuffle: bool = False) -> Commit:
     """A gold change set of `rows` customers (ids 1..rows) as the pipeline would publish it;
-    in id order, or `shuffle`d (as a hash aggregate leaves them)."""
+    in id order (as the pipeline writes it), or `shuffle`d."""
     rnd = random.Random(seed)
     first = date(2024, 1, 1)
     ids = list(range(1, rows + 1))
@@ -280,7 +280,8 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3,
                         help="load + upsert runs of changed customers (the median is printed)")
     parser.add_argument("--shuffle", action="store_true",
-                        help="gold rows in random customer order, as a hash aggregate writes them")
+                        help="gold rows in random customer order (as gold written before it "
+                             "was ordered by customer_id)")
     parser.add_argument("--backends", default="sqlite,postgresql,mysql",
                         help="serving dialects (mariadb: the mysql one)")
     args = parser.parse_args()
