@@ -224,8 +224,36 @@ def test_invalid_url_is_a_config_error_without_echoing_it(tmp_path: Path) -> Non
 def test_migrations_ship_one_linear_history() -> None:
     assert migrations.BASELINE == "0001"
     assert migrations.head_revision() == "0002"
+    # HEAD spares each process Alembic; it must be the head of the scripts shipped.
+    assert migrations.scripts_head() == migrations.HEAD
     assert migrations.is_known("0001") and migrations.is_known("0002")
     assert not migrations.is_known("9999")
+
+
+def test_the_revision_is_read_as_alembic_reads_it(tmp_path: Path) -> None:
+    """current_revision reads the version table without Alembic: the same answer as Alembic's
+    MigrationContext for no table, an empty table and one row; two rows are refused."""
+    from alembic.runtime.migration import MigrationContext
+
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'serving.db'}")
+
+    def alembic_says(con: sa.Connection) -> str | None:
+        opts = {"version_table": migrations.VERSION_TABLE}
+        return MigrationContext.configure(con, opts=opts).get_current_revision()
+
+    with engine.begin() as con:
+        assert migrations.current_revision(con) is None
+        assert alembic_says(con) is None
+        con.exec_driver_sql(
+            f"CREATE TABLE {migrations.VERSION_TABLE} (version_num VARCHAR(32) PRIMARY KEY)")
+        assert migrations.current_revision(con) is None
+        assert alembic_says(con) is None
+        con.exec_driver_sql(f"INSERT INTO {migrations.VERSION_TABLE} VALUES ('0001')")
+        assert migrations.current_revision(con) == alembic_says(con) == "0001"
+        con.exec_driver_sql(f"INSERT INTO {migrations.VERSION_TABLE} VALUES ('0002')")
+        with pytest.raises(PermanentError, match="holds 2 revisions \\(0001, 0002\\)"):
+            migrations.current_revision(con)
+    engine.dispose()
 
 
 @pytest.mark.parametrize("url", ["sqlite://", "postgresql+psycopg://u@h/db",

@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 
+from purchases.errors import PermanentError
+
 if TYPE_CHECKING:
     from alembic.config import Config
     from alembic.script import ScriptDirectory
@@ -25,6 +27,13 @@ its `alembic_version`) with another application's schema."""
 
 BASELINE = "0001"
 """The revision equal to the tables earlier releases created with `metadata.create_all`."""
+
+HEAD = "0002"
+"""The newest revision in `versions/`. Every process that opens the serving database checks
+it is at head; knowing head without Alembic, and reading the version table with one SELECT,
+spares that process loading Alembic and parsing the scripts (about a tenth of a second of a
+CLI command's start), which it needs only to migrate. A new revision moves this constant
+(a unit test compares it with the head Alembic finds in the scripts)."""
 
 
 def alembic_config(connection: sa.Connection | None = None, *, output=None) -> Config:
@@ -48,9 +57,12 @@ def _script() -> ScriptDirectory:
 
 def head_revision() -> str:
     """The newest revision shipped with this version of the package."""
-    head = _script().get_current_head()
-    assert head is not None, "no migration scripts shipped"
-    return head
+    return HEAD
+
+
+def scripts_head() -> str | None:
+    """The head revision as Alembic finds it in the shipped scripts (what HEAD must be)."""
+    return _script().get_current_head()
 
 
 def is_known(revision: str) -> bool:
@@ -64,11 +76,25 @@ def is_known(revision: str) -> bool:
 
 
 def current_revision(connection: sa.Connection) -> str | None:
-    """The revision the database is at; None for a database never migrated."""
-    from alembic.runtime.migration import MigrationContext
+    """The revision the database is at; None for a database never migrated.
 
-    ctx = MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE})
-    return ctx.get_current_revision()
+    Read as Alembic reads it (the version table in the connection's default schema; no table
+    or no row is no revision), without loading Alembic. The history is linear, so the table
+    holds at most one row: more is a database another tool changed, not one to migrate.
+
+    Raises:
+        PermanentError: the version table holds more than one revision.
+    """
+    if not sa.inspect(connection).has_table(VERSION_TABLE):
+        return None
+    table = sa.table(VERSION_TABLE, sa.column("version_num"))
+    revisions = list(connection.scalars(sa.select(table.c.version_num)))
+    if len(revisions) > 1:
+        raise PermanentError(
+            f"the serving database's {VERSION_TABLE} holds {len(revisions)} revisions "
+            f"({', '.join(sorted(revisions))}); purchases keeps one linear history: "
+            "keep the newest row only")
+    return revisions[0] if revisions else None
 
 
 def upgrade(engine: sa.Engine, revision: str = "head") -> str | None:
