@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import mysql
 from sqlalchemy.pool import NullPool
 
 from purchases.errors import TransientError
@@ -118,6 +117,10 @@ class MySQLDialect(DialectCapabilities):
         dialect: sa.Dialect,
     ) -> sa.Executable:
         """INSERT ... SELECT ... ON DUPLICATE KEY UPDATE col = IF(newer, incoming, current)."""
+        # Imported on first use, as PostgreSQLDialect.insert's (every process registers this
+        # class; one serving SQLite need not load SQLAlchemy's MySQL dialect).
+        from sqlalchemy.dialects import mysql
+
         key = {c.name for c in target.primary_key.columns}
         if self.row_alias(dialect):
             # MySQL 8 names the incoming row through a derived table alias (INSERT ... SELECT
