@@ -347,6 +347,21 @@ FROM {checked} c
 LEFT JOIN {decisions} d ON d.row_id = c.row_id"""  # nosec B608  # internal names only
 
 
+def aud_amount_sql(amount: str, rate: str) -> str:
+    """`amount` (AMOUNT_TYPE) x `rate` (RATE_TYPE), rounded half away from zero to the cent,
+    as AUD_TYPE: exact for every pair of values the two types can hold."""
+    # DuckDB multiplies DECIMAL(18,4) by DECIMAL(18,8) as DECIMAL(18,12) in a 64-bit integer
+    # and raises an overflow error past 10^6; the wide (38-digit) form is always exact, but
+    # rounding a 128-bit decimal cost a second on 5M rows. So the narrow form takes the
+    # products it holds exactly (|amount| < 10^5 and |rate| < 10, so |product| < 10^6) and
+    # the wide form takes the rest. Both round the same exact product the same way; Spark
+    # multiplies either form exactly (DECIMAL(37,12)).
+    wide = (f"CAST(ROUND(CAST({amount} AS {WIDE_AMOUNT_TYPE}) * "
+            f"CAST({rate} AS {WIDE_RATE_TYPE}), 2) AS {AUD_TYPE})")
+    return (f"CASE WHEN ABS({amount}) < 100000 AND ABS({rate}) < 10 "
+            f"THEN CAST(ROUND({amount} * {rate}, 2) AS {AUD_TYPE}) ELSE {wide} END")
+
+
 def silver_sql(classified: str, batch_files: str = "batch_files") -> str:
     """Accepted rows in the silver schema, with AUD amounts rounded half-up to the cent."""
     exprs = {
@@ -360,10 +375,7 @@ def silver_sql(classified: str, batch_files: str = "batch_files") -> str:
         "amount": "c.amount",
         "currency": "c.currency",
         "rate_to_aud": "c.rate_to_aud",
-        "amount_aud": (
-            f"CAST(ROUND(CAST(c.amount AS {WIDE_AMOUNT_TYPE}) * "
-            f"CAST(c.rate_to_aud AS {WIDE_RATE_TYPE}), 2) AS {AUD_TYPE})"
-        ),
+        "amount_aud": aud_amount_sql("c.amount", "c.rate_to_aud"),
         "ingestion_date": "f.ingestion_date",
         "source_file": "f.source_file",
     }

@@ -137,3 +137,32 @@ def test_every_row_is_accounted_for_per_file(harness, tmp_path) -> None:
     assert set(reasons) == {r.value for r in Reason} - {Reason.RECORD_TOO_LARGE}
     assert sum(f["invalid_emails"] for f in per_file.values()) > 0
     assert sum(f["duplicates"] for f in per_file.values()) > 0
+
+
+def test_aud_amount_is_exact_on_both_sides_of_the_narrow_form() -> None:
+    """The narrow (64-bit) multiply takes |amount| < 10^5 and |rate| < 10, the wide one the
+    rest: each pair must round like Decimal, half away from zero, with no overflow error."""
+    import itertools
+
+    import duckdb
+
+    from purchases.contract import AMOUNT_TYPE, RATE_TYPE
+    from purchases.silver import aud_amount_sql
+
+    amounts = ["0", "0.0001", "0.0050", "1.0050", "12.3450", "99999.9999", "100000",
+               "100000.0001", "999999.9999", "1000000", "99999999999.9999"]
+    rates = ["0.00000001", "0.5", "1", "1.5", "9.99999999", "10", "10.00000001", "1234.5678",
+             "99999.99999999"]
+    pairs = [(Decimal(a), Decimal(r)) for a, r in itertools.product(amounts, rates)
+             if Decimal(a) * Decimal(r) < Decimal("1e15")]  # AUD_TYPE holds < 10^16
+    pairs += [(Decimal("0.0125"), Decimal("10")), (Decimal("0.0125"), Decimal("1")),
+              (Decimal("3.3333"), Decimal("0.15"))]  # exact half cents: 0.125, 0.0125, 0.499995
+    con = duckdb.connect()
+    con.execute(f"CREATE TABLE t (amount {AMOUNT_TYPE}, rate {RATE_TYPE})")
+    con.executemany("INSERT INTO t VALUES (?, ?)", [(str(a), str(r)) for a, r in pairs])
+    got = con.execute(
+        f"SELECT amount, rate, {aud_amount_sql('amount', 'rate')} FROM t").fetchall()
+    assert len(got) == len(pairs) > 90
+    for amount, rate, aud in got:
+        assert aud == (amount * rate).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP), (
+            amount, rate)
