@@ -1,21 +1,22 @@
-"""Test helpers for orchestration tests: drive the CLI as a subprocess and capture the end
+"""Test helpers for orchestration tests: drive the CLI in its own process and capture the end
 state of a home (serving table, lake layers, commit log) in a comparable form."""
 
 from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
+
+import forked_cli
 
 from purchases import commit_log, serving
 from purchases.config import load_settings
 from purchases.engines.duckdb_lake import lake_query
 from purchases.storage import Lake
 
-PURCHASES = str(Path(sys.executable).with_name("purchases"))
+PURCHASES = forked_cli.PURCHASES
 
 
 def cli_env(home: Path, **extra: str) -> dict[str, str]:
@@ -27,9 +28,8 @@ def cli_env(home: Path, **extra: str) -> dict[str, str]:
 
 def purchases(home: Path, *args: str, timeout: float = 300, **env: str
               ) -> subprocess.CompletedProcess[str]:
-    """Run the CLI to completion."""
-    return subprocess.run([PURCHASES, *args], capture_output=True, text=True,
-                          env=cli_env(home, **env), timeout=timeout)
+    """Run the CLI to completion, in a new process (forked_cli: without re-importing it)."""
+    return forked_cli.run(list(args), cli_env(home, **env), timeout)
 
 
 def _multiset(rows: list[dict[str, Any]]) -> Counter[tuple[Any, ...]]:

@@ -18,6 +18,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import forked_cli
 import pyarrow.parquet as pq
 import pytest
 import sqlalchemy as sa
@@ -35,7 +36,6 @@ from purchases.storage import Lake
 
 pytest_plugins = ["pytester"]
 
-PURCHASES_BIN = str(Path(sys.executable).parent / "purchases")
 
 
 def admin_engine(url: str) -> sa.Engine:
@@ -518,8 +518,7 @@ def test_connection_killed_mid_upsert_is_retried_inside_serving(
 def cli(home: Path, url: str, *args: str, **env: str) -> subprocess.CompletedProcess:
     environ = {k: v for k, v in os.environ.items() if not k.startswith("PURCHASES_")}
     environ |= {"PURCHASES_HOME": str(home), "PURCHASES_DATABASE_URL": url, **env}
-    return subprocess.run([PURCHASES_BIN, *args], env=environ, capture_output=True, text=True,
-                          timeout=300)
+    return forked_cli.run(list(args), environ, timeout=300)
 
 
 def test_process_killed_inside_the_upsert_transaction_then_rerun(

@@ -10,18 +10,16 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import forked_cli
 import pytest
 import sqlalchemy as sa
 
 from purchases.generate import generate
-
-PURCHASES_BIN = str(Path(sys.executable).parent / "purchases")
 
 
 @dataclass
@@ -101,8 +99,7 @@ class Cli:
     def __call__(self, *args: str, ok: bool = True, **env: str) -> subprocess.CompletedProcess:
         environ = {k: v for k, v in os.environ.items() if not k.startswith("PURCHASES_")}
         environ |= {"PURCHASES_HOME": str(self.home), **env}
-        done = subprocess.run([PURCHASES_BIN, *args], env=environ, capture_output=True,
-                              text=True, timeout=300)
+        done = forked_cli.run(list(args), environ, timeout=300)
         self.transcript += [done.stdout, done.stderr]
         assert (done.returncode == 0) == ok, (args, done.returncode, done.stderr)
         return done
