@@ -65,6 +65,9 @@ AMOUNT_PATTERN = r"^[+-]?[0-9]+(\.[0-9]{1,4})?$"
 AMOUNT_TYPE = "DECIMAL(18,4)"
 RATE_TYPE = "DECIMAL(18,8)"
 AUD_TYPE = "DECIMAL(18,2)"
+MAX_AUD = Decimal("9999999999999999.99")
+"""The largest amount AUD_TYPE holds: a purchase worth more is rejected as amount_too_large
+(its amount is capped in its own currency, but a high rate can take it past this)."""
 # Wide types for exact intermediate arithmetic: 18,4 x 18,8 needs scale 12 without loss.
 WIDE_AMOUNT_TYPE = "DECIMAL(38,4)"
 WIDE_RATE_TYPE = "DECIMAL(38,8)"

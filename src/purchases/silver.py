@@ -39,6 +39,7 @@ from purchases.contract import (
     EMAIL_PATTERN,
     INPUT_COLUMNS,
     INTEGER_PATTERN,
+    MAX_AUD,
     MAX_ID,
     QUARANTINE_COLUMNS,
     RATE_TYPE,
@@ -215,6 +216,8 @@ def checked_sql(
                 f"WHEN {_matches(col, pattern)} THEN {cast} END")
 
     limit = f"CAST('{max_amount}' AS {WIDE_AMOUNT_TYPE})"
+    # From here on the AUD amount rounds to more than the serving table can hold.
+    aud_limit = f"CAST('{MAX_AUD + Decimal('0.005')}' AS DECIMAL(38,3))"
     reason = f"""CASE
     WHEN s_customer_id IS NULL THEN '{Reason.MISSING_CUSTOMER_ID}'
     WHEN customer_id IS NULL OR customer_id < 1 THEN '{Reason.INVALID_CUSTOMER_ID}'
@@ -229,6 +232,8 @@ def checked_sql(
     WHEN amount_wide > {limit} THEN '{Reason.AMOUNT_TOO_LARGE}'
     WHEN s_currency IS NULL THEN '{Reason.MISSING_CURRENCY}'
     WHEN rate_to_aud IS NULL THEN '{Reason.UNKNOWN_CURRENCY}'
+    WHEN amount_wide * CAST(rate_to_aud AS {WIDE_RATE_TYPE}) >= {aud_limit}
+      THEN '{Reason.AMOUNT_TOO_LARGE}'
   END"""
     assert MAX_ID == 2**63 - 1  # BIGINT's range is exactly the id range 1..2^63-1
     typed_rows = f"""

@@ -211,6 +211,29 @@ def test_half_up_rounding_to_the_cent(harness, tmp_path) -> None:
     assert got == {1: Decimal("0.00"), 2: Decimal("0.01"), 3: Decimal("0.01"), 4: Decimal("1.01")}
 
 
+def test_an_aud_amount_beyond_the_serving_type_is_rejected_not_a_failed_run(
+    harness, tmp_path
+) -> None:
+    """Amounts are capped in their own currency; a high rate can still take one past
+    DECIMAL(18,2) AUD. That row is amount_too_large; the rest of the file goes on."""
+    fx = tmp_path / "fx.csv"
+    fx.write_text("currency,rate_to_aud,valid_from\nZZZ,9999999999.99999999,2000-01-01\n")
+    harness.settings = harness.settings.model_copy(
+        update={"fx_rates": fx, "max_amount": Decimal("99999999999999")})
+    rows = [
+        fields(purchase_id="1", amount="1000000", currency="ZZZ"),  # 9999999999999999.99
+        fields(purchase_id="2", amount="1000000.0001", currency="ZZZ"),  # rounds to 10^16
+        fields(purchase_id="3", amount="99999999999.9999", currency="ZZZ"),
+    ]
+    harness.land("big.csv", HEADER + "\n".join(rows) + "\n")
+    record = harness.run()
+    assert record.status == "succeeded"
+    assert {r["purchase_id"]: r["amount_aud"] for r in harness.silver()} == {
+        1: Decimal("9999999999999999.99")}
+    assert sorted((q["purchase_id"], q["reason"]) for q in harness.quarantine()) == [
+        ("2", "amount_too_large"), ("3", "amount_too_large")]
+
+
 def test_email_with_inner_unicode_whitespace_is_invalid(harness) -> None:
     harness.land("mail.csv", HEADER + fields(email="ann\u00a0lee@x.io") + "\n")
     record = harness.run()
