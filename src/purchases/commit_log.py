@@ -163,17 +163,17 @@ def load_commits(lake: Lake) -> list[Commit]:
     Reads the checkpoint and then probes for the records after it (batch ids are
     consecutive), so the cost does not grow with the number of batches.
     """
-    if lake.exists(CHECKPOINT_PATH):
-        checkpoint = lake.read_json(CHECKPOINT_PATH)
+    checkpoint = lake.read_json_if_exists(CHECKPOINT_PATH)
+    if checkpoint is not None:
         commits = [Commit.from_json(c) for c in checkpoint["commits"]]
     else:
         # No checkpoint yet (a young lake, or one from before checkpoints): list once.
         commits = [Commit.from_json(data) for _, data in lake.iter_json(COMMITS_DIR)]
     while True:
-        rel = commit_path(next_batch_id(commits))
-        if not lake.exists(rel):
+        data = lake.read_json_if_exists(commit_path(next_batch_id(commits)))
+        if data is None:
             return commits
-        commits.append(Commit.from_json(lake.read_json(rel)))
+        commits.append(Commit.from_json(data))
 
 
 def bronze_outcomes(commits: list[Commit]) -> list[FileOutcome]:

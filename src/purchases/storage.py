@@ -279,7 +279,7 @@ class Lake:
         base = self.full(rel)
         try:
             with self._reading(rel):
-                found = self.fs.find(base) if self.fs.exists(base) else []
+                found = self.fs.find(base)
         except FileNotFoundError:  # emptied in between: on S3 a folder ends with its last key
             return []
         prefix = self.root + "/"
@@ -291,7 +291,7 @@ class Lake:
         base = self.full(rel)
         try:
             with self._reading(rel):
-                listed = self.fs.ls(base, detail=False) if self.fs.exists(base) else []
+                listed = self.fs.ls(base, detail=False)
         except FileNotFoundError:  # emptied in between (another run published its last move)
             return []
         names = (posixpath.basename(p.rstrip("/")) for p in listed)
@@ -303,7 +303,7 @@ class Lake:
         base = self.full("bronze")
         try:
             with self._reading("bronze"):
-                listed = self.fs.find(base, detail=True) if self.fs.exists(base) else {}
+                listed = self.fs.find(base, detail=True)
         except FileNotFoundError:
             return []
         prefix = self.root + "/"
@@ -332,6 +332,14 @@ class Lake:
         # fail the read with FileExpired instead of giving the old or the new version.
         with self._reading(rel):
             return json.loads(self.fs.cat_file(self.full(rel)))
+
+    def read_json_if_exists(self, rel: str) -> Any | None:
+        """read_json, or None when there is no such file: one GET, where an exists() first
+        would cost a HEAD and, on S3, a listing to rule out a folder of that name."""
+        try:
+            return self.read_json(rel)
+        except FileNotFoundError:
+            return None
 
     def iter_json(self, rel_dir: str) -> Iterator[tuple[str, Any]]:
         for rel in self.list_files(rel_dir):
@@ -381,6 +389,14 @@ class Lake:
 
     def write_bytes(self, rel: str, data: bytes) -> None:
         """Write a whole object so that readers see either nothing or all of it."""
+        if not self.is_local:
+            # One PUT is atomic on an object store, where a temporary object and a move would
+            # cost a copy, a delete and the lookups around them; dying in the middle of a
+            # PUT is dying before it.
+            fault_point("mid_atomic_write")
+            with self._changing("write", rel):
+                self.fs.pipe_file(self.full(rel), data)
+            return
         tmp = self._tmp_sibling(rel)
         self._makedirs(posixpath.dirname(rel))
         try:
@@ -427,6 +443,10 @@ class Lake:
 
     def put_file(self, local_path: str, rel: str) -> None:
         """Copy a local file into the lake atomically: a half-copied file is never visible."""
+        if not self.is_local:  # atomic as it is (see write_bytes); a multipart upload too
+            with self._changing("write", rel):
+                self.fs.put_file(local_path, self.full(rel))
+            return
         tmp = self._tmp_sibling(rel)
         self._makedirs(posixpath.dirname(rel))
         try:
