@@ -334,8 +334,8 @@ class Lake:
             return json.loads(self.fs.cat_file(self.full(rel)))
 
     def read_json_if_exists(self, rel: str) -> Any | None:
-        """read_json, or None when there is no such file: one GET, where an exists() first
-        would cost a HEAD and, on S3, a listing to rule out a folder of that name."""
+        """read_json, or None when there is no such file, without an exists() first: on S3
+        that saves a HEAD per record read (s3fs's read makes its own)."""
         try:
             return self.read_json(rel)
         except FileNotFoundError:
