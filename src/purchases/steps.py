@@ -456,9 +456,9 @@ def silver_to_gold(ctx: RunContext) -> StepResult:
             counts={"customers_changed": mine.customers_changed, "batch_id": mine.batch_id},
             seconds=time.perf_counter() - started,
         )
-    if not lake.exists(ctx.plan_path):
+    plan = lake.read_json_if_exists(ctx.plan_path)
+    if plan is None:
         raise PermanentError(f"run {ctx.run_id}: bronze_to_silver has not run (no plan)")
-    plan = lake.read_json(ctx.plan_path)
     files = [FileOutcome(**f) for f in plan["files"]]
     if not files:
         lake.remove(ctx.staging)  # nothing to publish

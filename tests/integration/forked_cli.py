@@ -61,7 +61,7 @@ def _child(args: list[str], env: dict[str, str], cwd: str, out: str, err: str) -
     from purchases.cli import main
 
     try:
-        code = main(list(args))
+        code = main(args)
     except SystemExit as exc:
         code = exc.code
     if code is None:
@@ -78,6 +78,7 @@ def _child(args: list[str], env: dict[str, str], cwd: str, out: str, err: str) -
 def run(args: list[str], env: dict[str, str], timeout: float) -> subprocess.CompletedProcess[str]:
     """`subprocess.run([purchases, *args], capture_output=True, text=True, env=env,
     timeout=timeout)`, in a forked process."""
+    command = [PURCHASES, *args]
     with tempfile.TemporaryDirectory(prefix="cli-") as folder:
         out, err = os.path.join(folder, "stdout"), os.path.join(folder, "stderr")
         process = _CONTEXT.Process(target=_child, args=(list(args), env, os.getcwd(), out, err))
@@ -86,7 +87,7 @@ def run(args: list[str], env: dict[str, str], timeout: float) -> subprocess.Comp
         if process.exitcode is None:
             process.kill()
             process.join()
-            raise subprocess.TimeoutExpired([PURCHASES, *args], timeout)
+            raise subprocess.TimeoutExpired(command, timeout)
         return subprocess.CompletedProcess(
-            [PURCHASES, *args], process.exitcode,
+            command, process.exitcode,
             Path(out).read_text(encoding="utf-8"), Path(err).read_text(encoding="utf-8"))

@@ -37,7 +37,6 @@ from purchases.storage import Lake
 pytest_plugins = ["pytester"]
 
 
-
 def admin_engine(url: str) -> sa.Engine:
     """A second, independent connection pool to the same database (to watch and to kill)."""
     return sa.create_engine(url, isolation_level="AUTOCOMMIT")

@@ -358,9 +358,9 @@ def _marker_key(settings: Settings, lake: Lake) -> dict[str, str]:
 def _read_marker(settings: Settings, lake: Lake) -> int:
     """The batch id up to which this database has every partition (0: none, or another
     database than the marker's)."""
-    if not lake.exists(MARKER_PATH):
+    data = lake.read_json_if_exists(MARKER_PATH)
+    if data is None:
         return 0
-    data = lake.read_json(MARKER_PATH)
     if {k: data.get(k) for k in ("database", "table_prefix", "lake")} != _marker_key(
         settings, lake
     ):
