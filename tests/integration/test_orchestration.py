@@ -10,6 +10,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from lakecheck import assert_clean_lake, cli_env, end_state, purchases
@@ -27,7 +28,7 @@ PURCHASES = str(Path(sys.executable).with_name("purchases"))
 
 
 @pytest.fixture(scope="module")
-def inputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+def inputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """Three days of generated input landed in a fresh home, and the end state of that home
     after one run that never failed."""
     root = tmp_path_factory.mktemp("orchestration")
@@ -39,11 +40,11 @@ def inputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     reference = root / "reference"
     shutil.copytree(landed, reference)
     run_pipeline(load_settings(home=reference))
-    return {"landed": landed, "reference": reference}
+    return {"landed": landed, "reference": reference, "reference_state": end_state(reference)}
 
 
 @pytest.fixture
-def home(inputs: dict[str, Path], tmp_path: Path, settings: Settings) -> Path:
+def home(inputs: dict[str, Any], tmp_path: Path, settings: Settings) -> Path:
     """A copy of the landed home (settings fixture: PURCHASES_* cleared)."""
     target = tmp_path / "home"
     shutil.copytree(inputs["landed"], target)
@@ -68,7 +69,7 @@ def flaky(step: str, failures: int, error: Exception) -> Callable[..., steps.Ste
 
 
 def test_transient_failure_twice_then_success_is_retried_per_policy(
-    home: Path, inputs: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+    home: Path, inputs: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setitem(steps.STEP_FUNCTIONS, "silver_to_gold",
                         flaky("silver_to_gold", 2, TransientError("S3 throttled")))
@@ -80,12 +81,12 @@ def test_transient_failure_twice_then_success_is_retried_per_policy(
     assert s2g.step == "silver_to_gold" and s2g.attempts == 3 and s2g.status == "succeeded"
     assert waits == [policy.interval_seconds, policy.interval_seconds * policy.backoff_rate]
     assert [s.attempts for s in record.steps] == [1, 3, 1, 1]
-    assert end_state(home) == end_state(inputs["reference"])
+    assert end_state(home) == inputs["reference_state"]
     assert_clean_lake(home)
 
 
 def test_a_retried_step_redoes_its_work_cleanly(
-    home: Path, inputs: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+    home: Path, inputs: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A step that fails after writing part of its output is retried from a clean start."""
     real = steps.STEP_FUNCTIONS["bronze_to_silver"]
@@ -110,12 +111,12 @@ def test_a_retried_step_redoes_its_work_cleanly(
     monkeypatch.setattr(commit_log, "publish", publish_then_fail)
     record = run_pipeline(load_settings(home=home), sleep=lambda _: None)
     assert [s.attempts for s in record.steps] == [2, 2, 1, 1]
-    assert end_state(home) == end_state(inputs["reference"])
+    assert end_state(home) == inputs["reference_state"]
     assert_clean_lake(home)
 
 
 def test_retries_exhausted_fail_the_run_and_the_next_run_resumes(
-    home: Path, inputs: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+    home: Path, inputs: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setitem(steps.STEP_FUNCTIONS, "gold_to_staging",
                         flaky("gold_to_staging", -1, TransientError("database is locked")))
@@ -136,7 +137,7 @@ def test_retries_exhausted_fail_the_run_and_the_next_run_resumes(
     resumed = run_pipeline(settings)
     assert resumed.status == "succeeded" and resumed.files == []  # the lake part was done
     assert resumed.counts()["customers_upserted"] > 0
-    assert end_state(home) == end_state(inputs["reference"])
+    assert end_state(home) == inputs["reference_state"]
 
 
 def test_permanent_error_is_not_retried(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -173,7 +174,7 @@ def test_failure_while_repairing_is_recorded(home: Path, monkeypatch: pytest.Mon
         "failed", "succeeded"]
 
 
-def test_permanent_failure_through_the_cli(home: Path, inputs: dict[str, Path],
+def test_permanent_failure_through_the_cli(home: Path, inputs: dict[str, Any],
                                            tmp_path: Path) -> None:
     failed = purchases(home, "run", PURCHASES_FX_RATES=str(tmp_path / "missing-rates.csv"))
     assert failed.returncode == 1
@@ -193,7 +194,7 @@ def test_permanent_failure_through_the_cli(home: Path, inputs: dict[str, Path],
 
     fixed = purchases(home, "run")
     assert fixed.returncode == 0, fixed.stderr
-    assert end_state(home) == end_state(inputs["reference"])
+    assert end_state(home) == inputs["reference_state"]
 
 
 # --- run history ---------------------------------------------------------------------------------
@@ -255,7 +256,7 @@ def test_no_wait_while_busy_exits_3_and_a_killed_holder_frees_the_lock(home: Pat
     assert "succeeded" in after.stdout
 
 
-def test_two_runs_started_together_do_each_file_once(home: Path, inputs: dict[str, Path]
+def test_two_runs_started_together_do_each_file_once(home: Path, inputs: dict[str, Any]
                                                      ) -> None:
     procs = [subprocess.Popen([PURCHASES, "run"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               text=True, env=cli_env(home)) for _ in range(2)]
@@ -268,11 +269,11 @@ def test_two_runs_started_together_do_each_file_once(home: Path, inputs: dict[st
     assert all(r.status == "succeeded" for r in runs)
     commits = commit_log.load_commits(lake)
     assert len(commits) == 1 and len(commits[0].files) == 3
-    assert end_state(home) == end_state(inputs["reference"])
+    assert end_state(home) == inputs["reference_state"]
     assert_clean_lake(home)
 
 
-def test_runs_interleave_never(home: Path, inputs: dict[str, Path]) -> None:
+def test_runs_interleave_never(home: Path, inputs: dict[str, Any]) -> None:
     """In-process callers queue on the same lock: a run sees the lake only between runs."""
     settings = load_settings(home=home)
     with writer_lock(settings), pytest.raises(RunBusy):
