@@ -26,6 +26,7 @@ from purchases.generate import generate
 class Account:
     url: str  # with the password in it
     url_without_password: str
+    url_with_password_parameter: str  # the password as a query parameter (?password=)
     password: str
     missing_db_url: str  # same server and credentials, a database that does not exist
 
@@ -71,6 +72,8 @@ def _account(admin_url: str, user: str, db: str, password: str) -> Account:
     return Account(
         url=base.set(password=password).render_as_string(hide_password=False),
         url_without_password=base.render_as_string(hide_password=False),
+        url_with_password_parameter=base.update_query_dict({"password": password})
+        .render_as_string(hide_password=False),
         password=password,
         missing_db_url=base.set(password=password, database=f"{db}_missing")
         .render_as_string(hide_password=False),
@@ -137,6 +140,9 @@ def test_no_password_in_any_output_or_run_history(
     secret_file.write_text(account.password + "\n")
     cli("top", **no_pw, PURCHASES_DATABASE_PASSWORD_FILE=str(secret_file))
     cli("db", "current", **no_pw, PURCHASES_DATABASE_PASSWORD_FILE=str(secret_file))
+    # Success, with the password as a query parameter, which drivers take as well.
+    cli("db", "current", PURCHASES_DATABASE_URL=account.url_with_password_parameter)
+    cli("top", PURCHASES_DATABASE_URL=account.url_with_password_parameter)
 
     # Failure: a database that does not exist, in a run (recorded in history) and elsewhere.
     missing = {"PURCHASES_DATABASE_URL": account.missing_db_url}
@@ -150,6 +156,12 @@ def test_no_password_in_any_output_or_run_history(
     cli("db", "current", ok=False, **missing)
     cli("run", ok=False, PURCHASES_DATABASE_URL=account.url_without_password + "_missing",
         PURCHASES_DATABASE_PASSWORD=account.password)
+    as_parameter = sa.make_url(account.url_with_password_parameter).set(
+        database=sa.make_url(account.missing_db_url).database).render_as_string(
+        hide_password=False)
+    failed = cli("run", ok=False, PURCHASES_DATABASE_URL=as_parameter)
+    assert "password=***" in failed.stderr, failed.stderr
+    cli("db", "current", ok=False, PURCHASES_DATABASE_URL=as_parameter)
     runs = json.loads(cli("runs", "-f", "json", **missing).stdout)
     assert runs[-1]["status"] == "failed"
     shown = cli("runs", "show", runs[-1]["run_id"], **missing).stdout

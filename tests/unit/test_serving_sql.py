@@ -212,6 +212,18 @@ def test_masked_url_never_shows_the_password() -> None:
     assert serving.masked_url("::not a url::") == "<database URL>"
 
 
+@pytest.mark.parametrize(("url", "shown"), [
+    ("postgresql+psycopg://bob@h:5432/db?password=s3cret&sslmode=require",
+     "postgresql+psycopg://bob@h:5432/db?password=***&sslmode=require"),
+    ("postgresql://h/db?sslpassword=s3cret", "postgresql://h/db?sslpassword=***"),
+    ("mysql+pymysql://u:s3cret@h/db?passwd=s3cret&charset=utf8mb4",
+     "mysql+pymysql://u:***@h/db?charset=utf8mb4&passwd=***"),
+    ("postgresql://h/db?Access_Token=s3cret", "postgresql://h/db?Access_Token=***"),
+])
+def test_masked_url_hides_a_password_given_as_a_query_parameter(url: str, shown: str) -> None:
+    assert serving.masked_url(url) == shown
+
+
 def test_invalid_url_is_a_config_error_without_echoing_it(tmp_path: Path) -> None:
     with pytest.raises(PermanentError) as info:
         serving.database_url(make_settings(tmp_path, "not a url with s3cr3t"))

@@ -9,8 +9,10 @@ PURCHASES_DATABASE_PASSWORD. Any URL this package shows goes through `masked_url
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import quote
 
 import sqlalchemy as sa
 from sqlalchemy import event
@@ -25,12 +27,23 @@ if TYPE_CHECKING:
 PASSWORD_ENV = "PURCHASES_DATABASE_PASSWORD"
 
 
+# Query parameters that carry a secret: libpq's password and sslpassword, a driver's passwd,
+# an access token. Drivers take them from the query as readily as from user:password@.
+_SECRET_PARAMETER = re.compile(r"pass|pwd|secret|token", re.IGNORECASE)
+_MASK = "***"
+
+
 def masked_url(url: str | sa.URL) -> str:
-    """The URL as it may be shown: password replaced by ***."""
+    """The URL as it may be shown: the password, and any query parameter that carries a
+    secret, replaced by ***."""
     try:
-        return make_url(url).render_as_string(hide_password=True)
+        parsed = make_url(url)
+        secret = {k: _MASK for k in parsed.query if _SECRET_PARAMETER.search(k)}
+        shown = parsed.update_query_dict(secret).render_as_string(hide_password=True)
     except Exception:  # an unparseable URL is shown not at all rather than leaked
         return "<database URL>"
+    # The query is rendered percent-encoded: show the mask as it is.
+    return shown.replace(quote(_MASK, safe=""), _MASK) if secret else shown
 
 
 def _with_shipped_driver(url: sa.URL) -> sa.URL:
