@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import subprocess
 import sys
 from collections import Counter
@@ -208,3 +209,10 @@ def test_report_of_an_empty_home_and_careless_flags(tmp_path: Path, browser) -> 
     nested = tmp_path / "new" / "deeper" / "r.html"
     cli("report", "--out", str(nested))
     assert nested.read_text(encoding="utf-8").startswith("<!DOCTYPE html>")
+    # A FIFO (or a device) is refused, not replaced by a regular file.
+    fifo = tmp_path / "fifo.html"
+    os.mkfifo(fifo)
+    err = cli("report", "--out", str(fifo), expect=1).stderr
+    assert err.strip() == (f"Error: cannot write the report to {fifo}: it is not a regular file "
+                           "(give --out a file in a folder you can write)"), err
+    assert stat.S_ISFIFO(fifo.stat().st_mode)

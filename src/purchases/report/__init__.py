@@ -76,6 +76,11 @@ def write_report(settings: Settings, path: Path, *, runs: int = 50) -> Path:
     has it open never reads half a page. Returns the absolute path written."""
     html = build_report(settings, runs=runs)
     target = Path(path).expanduser().resolve()
+    if target.exists() and not target.is_file():
+        # The page replaces the file in one step (a rename), which would put it in place of
+        # a FIFO or a device (/dev/full) instead of writing into it.
+        raise InputError(f"cannot write the report to {target}: it is not a regular file "
+                         "(give --out a file in a folder you can write)")
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
