@@ -33,6 +33,9 @@ def changed_customers_sql(batch_silver: str, customer_state: str, *, batch_id: i
     non-NULL value with its (purchase_date, purchase_id) key; the merge with the kept state
     then compares one key per customer (purchase ids are unique, so keys never tie). No
     window: nothing is sorted.
+
+    A total_spent_aud past what AUD_TYPE holds is NULL (never NULL otherwise: every silver
+    row has an amount_aud): `over_limit_sql` finds such a customer, before anything is written.
     """
     # Per attribute, one MAX over (purchase_date, purchase_id, value): structs compare field
     # by field, and the key is unique per customer, so it is the latest row's value with its
@@ -64,7 +67,8 @@ WITH batch_customers AS (
 merged AS (
   SELECT
     b.customer_id AS customer_id,
-    CAST(COALESCE(s.total_spent_aud, 0) + b.total_spent_aud AS {AUD_TYPE}) AS total_spent_aud,
+    TRY_CAST(COALESCE(s.total_spent_aud, 0) + b.total_spent_aud AS {AUD_TYPE})
+      AS total_spent_aud,
     CASE WHEN s.first_purchase_date IS NULL OR b.first_purchase_date < s.first_purchase_date
          THEN b.first_purchase_date ELSE s.first_purchase_date END AS first_purchase_date,
     CASE WHEN s.last_purchase_date IS NULL OR b.last_purchase_date > s.last_purchase_date
@@ -79,6 +83,13 @@ SELECT customer_id, full_name, email, total_spent_aud, first_purchase_date,
   last_purchase_date, purchase_count, CAST({int(batch_id)} AS BIGINT) AS batch_id,
   full_name_date, full_name_purchase_id, email_date, email_purchase_id
 FROM merged"""  # nosec B608  # internal names only
+
+
+def over_limit_sql(changed: str) -> str:
+    """The lowest customer_id of `changed` whose total passes what AUD_TYPE holds (no row: none
+    does)."""
+    return (f"SELECT customer_id FROM {changed} "  # nosec B608  # internal names only
+            "WHERE total_spent_aud IS NULL ORDER BY customer_id LIMIT 1")
 
 
 def _servable(col: str) -> str:

@@ -28,8 +28,10 @@ from purchases.commit_log import (
 )
 from purchases.config import Settings
 from purchases.contract import (
+    AUD_TYPE,
     CUSTOMER_STATE_COLUMNS,
     FX_COLUMNS,
+    MAX_AUD,
     PURCHASE_KEY_COLUMNS,
     QUARANTINE_COLUMNS,
     SILVER_COLUMNS,
@@ -490,6 +492,7 @@ def silver_to_gold(ctx: RunContext) -> StepResult:
                 "changed",
                 gold.changed_customers_sql("batch_silver", "customer_state", batch_id=batch_id),
             )
+            _refuse_totals_over_limit(engine, ctx.settings)
             engine.write_parquet(gold.gold_sql("changed"), ctx.output("gold"))
             fault_point("after_gold_write")
             # The state is reached only through the commit record: written in place.
@@ -529,6 +532,24 @@ def silver_to_gold(ctx: RunContext) -> StepResult:
         counts={"customers_changed": customers_changed, "batch_id": batch_id},
         seconds=time.perf_counter() - started,
     )
+
+
+def _refuse_totals_over_limit(engine: Engine, settings: Settings) -> None:
+    """A customer whose total would pass what the serving table holds fails the step, by name.
+
+    Each row is within PURCHASES_MAX_AMOUNT, so silver accepted them; only their sum is too
+    large, which takes about 10^10 purchases at the default maximum but few under a raised one.
+
+    Raises:
+        PermanentError: naming the first such customer and the setting that lets them in.
+    """
+    over = engine.fetch(gold.over_limit_sql("changed"))
+    if over:
+        raise PermanentError(
+            f"customer {over[0][0]}: total_spent_aud would pass {MAX_AUD} AUD, the most the "
+            f"serving table holds ({AUD_TYPE}); purchases that large pass only a raised "
+            f"PURCHASES_MAX_AMOUNT (now {settings.max_amount}): lower it to reject them as "
+            f"{Reason.AMOUNT_TOO_LARGE}")
 
 
 def _parquet_files(lake: Lake, rel_dir: str) -> list[str]:

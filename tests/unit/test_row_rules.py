@@ -9,6 +9,7 @@ import pytest
 
 from conftest import HEADER
 from purchases.contract import DEFAULT_MAX_RECORD_BYTES, RAW_PREFIX_BYTES, Reason
+from purchases.orchestrator import RunFailed
 
 GOOD = "1,John,Doe,john@example.com,100,2024-01-10,100.00,USD"
 
@@ -232,6 +233,40 @@ def test_an_aud_amount_beyond_the_serving_type_is_rejected_not_a_failed_run(
         1: Decimal("9999999999999999.99")}
     assert sorted((q["purchase_id"], q["reason"]) for q in harness.quarantine()) == [
         ("2", "amount_too_large"), ("3", "amount_too_large")]
+
+
+def test_a_customer_total_beyond_the_serving_type_fails_the_run_naming_the_customer(
+    harness,
+) -> None:
+    """Rows each within a raised PURCHASES_MAX_AMOUNT can add up, over two batches, past what
+    DECIMAL(18,2) holds: the run fails naming the customer and the setting (not DuckDB's cast
+    error), nothing of the batch is served, and lowering the setting lets it through."""
+    def totals() -> dict[int, Decimal]:
+        return {c: row["total_spent_aud"] for c, row in harness.summary().items()}
+
+    raised = harness.settings.model_copy(update={"max_amount": Decimal("99999999999999")})
+    harness.settings = raised
+    big = [fields(customer_id="7", purchase_id=str(i), amount="99999999999999", currency="AUD")
+           for i in range(1, 61)]  # 5999999999999940.00 AUD
+    harness.land("first.csv", HEADER + "\n".join(big) + "\n", day="2024-01-15")
+    assert harness.run().status == "succeeded"
+    more = [fields(customer_id="7", purchase_id=str(i), amount="99999999999999", currency="AUD")
+            for i in range(61, 101)]  # then 9999999999999900.00, within the type
+    more.append(fields(customer_id="7", purchase_id="101", amount="100.01", currency="AUD"))
+    more.append(fields(customer_id="8", purchase_id="102", amount="1.00", currency="AUD"))
+    harness.land("second.csv", HEADER + "\n".join(more) + "\n", day="2024-01-16")
+    with pytest.raises(RunFailed) as failed:
+        harness.run()
+    assert (
+        "failed in step silver_to_gold: PermanentError: customer 7: total_spent_aud would pass "
+        "9999999999999999.99 AUD, the most the serving table holds (DECIMAL(18,2)); purchases "
+        "that large pass only a raised PURCHASES_MAX_AMOUNT (now 99999999999999): lower it to "
+        "reject them as amount_too_large") in str(failed.value)
+    assert totals() == {7: Decimal("5999999999999940.00")}
+    harness.settings = raised.model_copy(update={"max_amount": Decimal("1000")})
+    assert harness.run().status == "succeeded"
+    assert totals() == {7: Decimal("6000000000000040.01"), 8: Decimal("1.00")}
+    assert [q["purchase_id"] for q in harness.quarantine()] == [str(i) for i in range(61, 101)]
 
 
 def test_email_with_inner_unicode_whitespace_is_invalid(harness) -> None:
