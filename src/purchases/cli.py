@@ -453,13 +453,25 @@ def generate(
     start: Annotated[
         date, typer.Option(parser=_day, metavar="YYYY-MM-DD", help="First ingestion date.")
     ] = date(2024, 1, 15),
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace files of the same names in --out.")
+    ] = False,
 ) -> None:
     """Write realistic sample purchase files, with a controllable share of bad rows."""
+    from purchases.generate import file_paths
     from purchases.generate import generate as write_files
 
     if (date.max - start).days < days - 1:
         raise typer.BadParameter(
             f"{days} days from {start} run past {date.max}", param_hint="'--days'"
+        )
+    taken = [] if overwrite else [
+        p for p in file_paths(out_dir, days=days, start=start) if p.exists() or p.is_symlink()]
+    if taken:
+        raise typer.BadParameter(
+            f"{taken[0]} exists already{f' (and {len(taken) - 1} more)' if len(taken) > 1 else ''}"
+            ": give another folder, or --overwrite to replace the files of those names",
+            param_hint="'--out'",
         )
     files = write_files(
         out_dir,

@@ -130,16 +130,25 @@ def generate(
     gen = _Generator(seed=seed, customers=pool, days=days, stride=stride)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    paths = iter(file_paths(out_dir, days=days, start=start, files_per_day=files_per_day))
     written: list[GeneratedFile] = []
     for day_index in range(days):
         ingestion = start + timedelta(days=day_index)
         stream = gen.day_rows(day_index, ingestion, rows, bad_ratio)
         for k in range(1, files_per_day + 1):
             count = rows // files_per_day + (1 if k <= rows % files_per_day else 0)
-            path = out_dir / f"purchases_{ingestion.isoformat()}_{k}.csv"
+            path = next(paths)
             _write_csv(path, islice(stream, count))
             written.append(GeneratedFile(path=path, ingestion_date=ingestion, rows=count))
     return written
+
+
+def file_paths(
+    out_dir: Path, *, days: int, start: date, files_per_day: int = 1
+) -> list[Path]:
+    """The files `generate` writes (replacing any already there), in the order it writes them."""
+    return [Path(out_dir) / f"purchases_{(start + timedelta(days=d)).isoformat()}_{k}.csv"
+            for d in range(days) for k in range(1, files_per_day + 1)]
 
 
 def write_single_file(

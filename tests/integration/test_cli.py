@@ -116,6 +116,20 @@ def test_generate_is_deterministic(cli, tmp_path: Path) -> None:
         assert (tmp_path / "g1" / name).read_bytes() == (tmp_path / "g2" / name).read_bytes()
 
 
+def test_generate_never_replaces_a_file_unless_told(cli, tmp_path: Path) -> None:
+    mine = tmp_path / "g" / "purchases_2024-01-16_1.csv"
+    mine.parent.mkdir()
+    mine.write_text("my own data\n")
+    err = cli("generate", "--out", "g", "--rows", "30", "--days", "3", expect=2).stderr
+    assert (f"Invalid value for '--out': {Path('g') / mine.name} exists already: give another "
+            "folder, or --overwrite to replace the files of those names") in err
+    assert sorted(p.name for p in mine.parent.iterdir()) == [mine.name]  # nothing written
+    assert mine.read_text() == "my own data\n"
+    cli("generate", "--out", "g", "--rows", "30", "--days", "3", "--overwrite")
+    assert mine.read_text().startswith("customer_id,")
+    assert len(list(mine.parent.iterdir())) == 3
+
+
 @pytest.mark.slow
 def test_demo_prints_top_five(cli) -> None:
     out = cli("demo", "--days", "2", "--rows", "2000").stdout
