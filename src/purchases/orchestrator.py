@@ -239,9 +239,13 @@ def _execute(
     history.mark_running(lake, record.run_id, owner)
     history.save(lake, record)
     lineage.emit(settings, record, "START")  # off unless configured (purchases.lineage)
+    started = time.perf_counter()
     try:
         _run_recorded(settings, lake, tasks, record, owner, interrupted, only_files=only_files,
                       selection=selection, on_step=on_step, sleep=sleep)
+    except KeyboardInterrupt:
+        _record_interrupt(lake, record, started)
+        raise
     except Exception:
         lineage.emit(settings, record, "FAIL")
         raise
@@ -298,6 +302,17 @@ def _run_recorded(
             raise RunFailed(record) from exc
         position += 1
     _finish(lake, record, started, "succeeded")
+
+
+def _record_interrupt(lake: Lake, record: RunRecord, started: float) -> None:
+    """Ctrl-C: the run goes on record as interrupted now, with the time it ran, rather than
+    as running until the next run finds it dead. What it left is repaired by the next run
+    all the same (its recovery treats an interrupted run as dead)."""
+    record.error = "interrupted (Ctrl-C); the next run resumed it"
+    for step in record.steps:
+        if step.status == "running":
+            step.status = "interrupted"
+    _finish(lake, record, started, "interrupted")
 
 
 def lock_owner(settings: Settings) -> str:

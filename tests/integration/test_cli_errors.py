@@ -272,6 +272,13 @@ def test_sigint_during_gold_to_staging_says_how_to_resume(
         assert stderr.strip().splitlines() == [
             "Interrupted (Ctrl-C): the run stopped; `purchases run` resumes it."
         ]
+        # On record as it happened: interrupted in that step, with the time it ran.
+        stopped = json.loads(purchases("runs", "--format", "json").stdout)[-1]
+        assert (stopped["status"], stopped["failed_step"]) == ("interrupted", None)
+        assert stopped["seconds"] > 0
+        shown = purchases("runs", "show", stopped["run_id"], "--format", "json").stdout
+        steps = {s["step"]: s["status"] for s in json.loads(shown)["steps"]}
+        assert steps["gold_to_staging"] == "interrupted" and steps["upsert"] == "pending"
         assert purchases("run").returncode == 0
         top = json.loads(purchases("top", "--format", "json").stdout)
         assert [(t["customer_id"], t["total_spent_aud"]) for t in top] == [(1, "16.00")]

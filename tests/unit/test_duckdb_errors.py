@@ -9,15 +9,18 @@ strerror text) goes through the lake's own translation (storage.lake_write_error
 from __future__ import annotations
 
 import json
+import os
 import resource
+import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import duckdb
 import pytest
 
-from purchases.engines.duckdb_engine import _translate
+from purchases.engines.duckdb_engine import DuckDBEngine, _translate
 from purchases.errors import PermanentError, TransientError
 from purchases.storage import Lake
 
@@ -82,3 +85,21 @@ def test_duckdb_io_messages_are_translated_by_errno(
     assert type(translated) is kind
     assert phrase.format(lake=lake.root) in str(translated)
     assert "{" not in str(translated)
+
+
+def test_ctrl_c_during_a_query_is_a_keyboard_interrupt_not_a_failed_step() -> None:
+    """DuckDB's client turns Ctrl-C into RuntimeError('Query interrupted'); the engine gives
+    the interrupt back, so the run is recorded as interrupted, not as a failed step."""
+    # As in a terminal (a test worker may have SIGINT ignored).
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    engine = DuckDBEngine()
+    try:
+        timer = threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT))
+        timer.start()
+        with pytest.raises(KeyboardInterrupt) as caught:  # seconds of work, stopped at 0.3 s
+            engine.fetch("SELECT count(*) FROM range(3000000000) t(i) WHERE i % 7 = 3")
+        assert str(caught.value.__cause__) == "Query interrupted"
+        timer.join()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        engine.close()

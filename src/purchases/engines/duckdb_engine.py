@@ -261,24 +261,42 @@ class DuckDBEngine:
             return self.con.execute(sql).fetchall()
         except duckdb.Error as exc:
             raise _translate(exc, self.lake, self.temp_directory, self.spill_setting) from exc
+        except RuntimeError as exc:
+            if _is_interrupt(exc):
+                raise KeyboardInterrupt from exc
+            raise
 
     def _run(self, sql: str) -> None:
         try:
             self.con.execute(sql)
         except duckdb.Error as exc:
             raise _translate(exc, self.lake, self.temp_directory, self.spill_setting) from exc
+        except RuntimeError as exc:
+            if _is_interrupt(exc):
+                raise KeyboardInterrupt from exc
+            raise
 
     def _run_many(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
         try:
             self.con.executemany(sql, rows)
         except duckdb.Error as exc:
             raise _translate(exc, self.lake, self.temp_directory, self.spill_setting) from exc
+        except RuntimeError as exc:
+            if _is_interrupt(exc):
+                raise KeyboardInterrupt from exc
+            raise
 
     def close(self) -> None:
         self.con.close()
         if self._owned_temp is not None:
             shutil.rmtree(self._owned_temp, ignore_errors=True)
             self._owned_temp = None
+
+
+def _is_interrupt(exc: RuntimeError) -> bool:
+    """DuckDB's Python client reports a Ctrl-C during a query as RuntimeError('Query
+    interrupted'): that is the user's interrupt, not a failed step."""
+    return str(exc) == "Query interrupted"
 
 
 # DuckDB names the file in its I/O errors: `... file "PATH": <strerror>`, and for an
