@@ -607,6 +607,8 @@ def _error(message: object) -> None:
 
 def _show_usage_error(exc: Any) -> None:
     """A click usage error as click shows it, but with the user's values shown literally."""
+    if not exc.format_message().strip():
+        return  # no arguments: the help, printed already, is all there is to say
     ctx = getattr(exc, "ctx", None)
     if ctx is not None:
         for line in ctx.get_usage().splitlines():

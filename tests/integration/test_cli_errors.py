@@ -217,6 +217,16 @@ def test_usage_errors_exit_2(in_process, tmp_path: Path, args, message) -> None:
     assert message in stderr and "unexpected" not in stderr and "Traceback" not in stderr
 
 
+@pytest.mark.parametrize("args", [(), ("db",), ("aws",)])
+def test_a_command_without_arguments_shows_its_help_and_no_empty_error(
+    in_process, args: tuple[str, ...]
+) -> None:
+    code, out, err = in_process(*args)
+    assert code == 2
+    assert "Usage" in out and "Commands" in out
+    assert err == ""  # before: "Try 'purchases --help'" and a bare "Error: "
+
+
 def test_an_unusable_home_fails_fast_naming_it(cli, tmp_path: Path) -> None:
     (tmp_path / "a-file").write_text("")
     line = one_error_line(cli("--home", str(tmp_path / "a-file"), "run", expect=1))
