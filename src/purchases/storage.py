@@ -221,7 +221,13 @@ class Lake:
         # under us, and a cached listing would hide a commit record they just created (this
         # process would then plan a batch id that is taken, again and again).
         options.setdefault("use_listings_cache", False)
-        self.fs, root = url_to_fs(self.uri, **options)
+        try:
+            self.fs, root = url_to_fs(self.uri, **options)
+        except (ImportError, ValueError) as exc:  # a scheme fsspec has no (installed) store for
+            raise ConfigError(f"lake {self.uri}: {exc}; a lake (--lake, PURCHASES_LAKE) is a "
+                              "local folder or s3://bucket/prefix") from None
+        except OSError as exc:  # a store that connects at once (ftp://) and cannot
+            raise ConfigError(f"lake {self.uri}: cannot open it: {exc.strerror or exc}") from None
         self.root = root.rstrip("/")
         self.is_local = isinstance(self.fs, fsspec.implementations.local.LocalFileSystem)
         if self.is_local:

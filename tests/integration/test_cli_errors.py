@@ -227,6 +227,16 @@ def test_a_command_without_arguments_shows_its_help_and_no_empty_error(
     assert err == ""  # before: "Try 'purchases --help'" and a bare "Error: "
 
 
+@pytest.mark.parametrize(("lake", "said"), [
+    ("gs://bucket/lake", "Please install gcsfs"),  # a store fsspec knows, without its package
+    ("xyz://a/b", "Protocol not known: xyz"),
+])
+def test_a_lake_of_an_unsupported_kind_is_one_line_naming_it(cli, lake: str, said: str) -> None:
+    line = one_error_line(cli("runs", expect=1, PURCHASES_LAKE=lake))
+    assert line.startswith(f"Error: lake {lake}: {said}") and line.endswith(
+        "; a lake (--lake, PURCHASES_LAKE) is a local folder or s3://bucket/prefix"), line
+
+
 def test_an_unusable_home_fails_fast_naming_it(cli, tmp_path: Path) -> None:
     (tmp_path / "a-file").write_text("")
     line = one_error_line(cli("--home", str(tmp_path / "a-file"), "run", expect=1))
