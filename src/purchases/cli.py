@@ -29,7 +29,7 @@ from purchases.cli_aws import aws_app
 from purchases.cli_db import db_app
 from purchases.config import Settings, load_settings
 from purchases.contract import TOP_CUSTOMERS_COLUMNS
-from purchases.errors import InputError, PurchasesError
+from purchases.errors import ConfigError, InputError, PurchasesError
 from purchases.render import (
     LiteralFormatter,
     OutputFormat,
@@ -110,8 +110,21 @@ def _global(
     )
 
 
-def _lake() -> Lake:
-    return Lake(state.settings.lake_uri)
+def _lake(*, create: bool = True) -> Lake:
+    """The lake; a command that only reads passes create=False, so that a mistyped home
+    fails naming it instead of showing empty results from a new one."""
+    return Lake(state.settings.lake_uri, create=create)
+
+
+def require_existing_database() -> None:
+    """For a command that only reads the serving database: an embedded database whose
+    folder does not exist is a mistyped home (or URL), said so; none is created there."""
+    from purchases import serving
+
+    file = serving.database_file(state.settings)
+    if file is not None and not file.parent.is_dir():
+        raise ConfigError(f"database folder {file.parent} does not exist: nothing was run "
+                          "there (check --home / PURCHASES_HOME, or PURCHASES_DATABASE_URL)")
 
 
 def _day(value: str | date) -> date:
@@ -286,6 +299,7 @@ def top(
     fmt: FormatOption = OutputFormat.table,
 ) -> None:
     """Top customers by total spent in AUD (the business query)."""
+    require_existing_database()
     rows = insights.top_customers(state.settings, n)
     render_rows(out, rows, list(TOP_CUSTOMERS_COLUMNS), fmt, title=f"Top {n} customers")
 
@@ -302,7 +316,7 @@ def rejects(
     fmt: FormatOption = OutputFormat.table,
 ) -> None:
     """Quarantined rows with their reason codes (says how many it left out, if any)."""
-    shown = insights.rejected_rows(_lake(), when, limit)
+    shown = insights.rejected_rows(_lake(create=False), when, limit)
     render_rows(out, shown.rows, list(insights.REJECT_COLUMNS), fmt, title="Rejected rows")
     if shown.left_out:
         of = f" of {when}" if when else ""
@@ -329,7 +343,7 @@ def runs_list(
     """Run history: id, start, status, files, counts, duration."""
     if ctx.invoked_subcommand:
         return
-    shown = insights.latest_runs(_lake(), limit)
+    shown = insights.latest_runs(_lake(create=False), limit)
     rows = [insights.run_row(r) for r in shown.rows]
     render_rows(out, rows, list(insights.RUN_COLUMNS), fmt, title="Runs")
     if shown.left_out:
@@ -344,7 +358,7 @@ def runs_show(
     fmt: FormatOption = OutputFormat.table,
 ) -> None:
     """One run: per-step status, attempts, durations, files, counts and error."""
-    record = history.load(_lake(), run_id)
+    record = history.load(_lake(create=False), run_id)
     if record is None:
         raise InputError(f"no run {run_id!r} (see `purchases runs`)")
     if fmt is OutputFormat.json:
@@ -434,7 +448,7 @@ def query(
             "the SQL is empty: give a query, e.g. 'SELECT * FROM customers LIMIT 5'",
             param_hint="'SQL'",
         )
-    rows = lake_query(_lake(), sql)
+    rows = lake_query(_lake(create=False), sql)
     render_rows(out, rows, list(rows[0]) if rows else [], fmt)
 
 

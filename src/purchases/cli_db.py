@@ -48,7 +48,9 @@ def current(
 ) -> None:
     """The database's schema revision against this version's head, and the batches applied."""
     from purchases import serving
+    from purchases.cli import require_existing_database
 
+    require_existing_database()
     status = serving.schema_status(_settings())
     if fmt is OutputFormat.table:  # one record: read down, not across
         rows = [{"": k, "value": v} for k, v in status.items()]

@@ -207,7 +207,11 @@ def _bronze_object(rel: str, info: dict[str, Any]) -> BronzeObject | None:
 class Lake:
     """The lake rooted at a URI; every path handed around is relative to that root."""
 
-    def __init__(self, uri: str, storage_options: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self, uri: str, storage_options: dict[str, Any] | None = None, *, create: bool = True
+    ) -> None:
+        """With `create` False (a command that only reads), a local lake folder that does not
+        exist is a ConfigError naming it, instead of being created empty."""
         self.uri = uri.rstrip("/")
         options = dict(storage_options or {})
         self.is_s3 = self.uri.split("://", 1)[0].lower() in ("s3", "s3a")
@@ -230,6 +234,9 @@ class Lake:
             raise ConfigError(f"lake {self.uri}: cannot open it: {exc.strerror or exc}") from None
         self.root = root.rstrip("/")
         self.is_local = isinstance(self.fs, fsspec.implementations.local.LocalFileSystem)
+        if self.is_local and not create and not os.path.isdir(self.root):
+            raise ConfigError(f"lake {self.uri} does not exist: nothing was ingested there "
+                              "(check --home / PURCHASES_HOME, or --lake / PURCHASES_LAKE)")
         if self.is_local:
             self._makedirs("")
         elif self.is_s3:

@@ -86,7 +86,8 @@ def test_ingest_run_top_rejects_runs_query(cli, tmp_path: Path) -> None:
         (("frobnicate",), "No such command", 2),
     ],
 )
-def test_user_mistakes_give_one_line_errors(cli, args, message, code) -> None:
+def test_user_mistakes_give_one_line_errors(cli, tmp_path: Path, args, message, code) -> None:
+    (tmp_path / "home" / "lake").mkdir(parents=True)  # a home where nothing is ingested yet
     proc = cli(*args, expect=code)
     assert message in proc.stderr
     if code == 1:

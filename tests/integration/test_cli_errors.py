@@ -162,7 +162,8 @@ def test_a_narrow_terminal_hides_no_part_of_a_value(in_process, tmp_path: Path) 
     assert "siobhan_smithjones.1078@icloud.com" in out.replace(" ", "").replace("\n", "")
 
 
-def test_query_renders_blobs_and_nested_values(in_process) -> None:
+def test_query_renders_blobs_and_nested_values(in_process, env: dict[str, str]) -> None:
+    (Path(env["PURCHASES_HOME"]) / "lake").mkdir(parents=True)
     code, out, err = in_process("query", "SELECT 'x'::BLOB AS b, [1.50::DECIMAL(4,2)] AS l, "
                                 "'nan'::DOUBLE AS d", "--format", "json")
     assert code == 0, err
@@ -225,6 +226,25 @@ def test_a_command_without_arguments_shows_its_help_and_no_empty_error(
     assert code == 2
     assert "Usage" in out and "Commands" in out
     assert err == ""  # before: "Try 'purchases --help'" and a bare "Error: "
+
+
+@pytest.mark.parametrize("args", [
+    ("top",), ("db", "current"), ("runs",), ("runs", "show", "r1"), ("rejects",),
+    ("query", "SELECT 1 AS n"),
+])
+def test_a_command_that_only_reads_a_home_that_does_not_exist_says_so_and_creates_nothing(
+    cli, tmp_path: Path, args: tuple[str, ...]
+) -> None:
+    typo = tmp_path / "hoem"
+    line = one_error_line(cli(*args, expect=1, PURCHASES_HOME=str(typo)))
+    what = f"database folder {typo}" if args[0] in ("top", "db") else f"lake {typo / 'lake'}"
+    assert line.startswith(f"Error: {what} does not exist: nothing was ") and (
+        "PURCHASES_HOME" in line), line
+    assert not typo.exists()
+    elsewhere = tmp_path / "no" / "such" / "x.db"
+    line = one_error_line(cli("top", expect=1, PURCHASES_DATABASE_URL=f"sqlite:///{elsewhere}"))
+    assert line.startswith(f"Error: database folder {elsewhere.parent} does not exist"), line
+    assert not (tmp_path / "no").exists()
 
 
 @pytest.mark.parametrize(("lake", "said"), [

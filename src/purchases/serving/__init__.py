@@ -13,7 +13,13 @@ upsert alone (the AWS Lambda) runs without it.
 """
 
 from purchases.serving import dialects
-from purchases.serving.connection import PASSWORD_ENV, create_db_engine, database_url, masked_url
+from purchases.serving.connection import (
+    PASSWORD_ENV,
+    create_db_engine,
+    database_file,
+    database_url,
+    masked_url,
+)
 from purchases.serving.database import (
     ServingDatabase,
     connect,
@@ -27,6 +33,6 @@ from purchases.serving.staging import STAGING_CHUNK
 
 __all__ = [
     "PASSWORD_ENV", "STAGING_CHUNK", "ServingDatabase", "connect", "create_db_engine",
-    "database_url", "dialects", "is_transient", "masked_url", "schema_status", "translate",
-    "upgrade_schema", "upgrade_sql", "upsert_statement",
+    "database_file", "database_url", "dialects", "is_transient", "masked_url", "schema_status",
+    "translate", "upgrade_schema", "upgrade_sql", "upsert_statement",
 ]

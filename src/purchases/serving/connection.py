@@ -46,6 +46,15 @@ def masked_url(url: str | sa.URL) -> str:
     return shown.replace(quote(_MASK, safe=""), _MASK) if secret else shown
 
 
+def database_file(settings: Settings) -> Path | None:
+    """The file of an embedded database (SQLite), or None (a server, or in memory). Nothing
+    is created."""
+    url = configured_url(settings)
+    if not dialects.for_url(url).embedded or url.database in (None, "", ":memory:"):
+        return None
+    return Path(url.database).expanduser()
+
+
 def _with_shipped_driver(url: sa.URL) -> sa.URL:
     """A bare scheme on the driver the product ships; a backend or driver it does not
     support is a setting to fix, said so."""
@@ -66,6 +75,12 @@ def _with_shipped_driver(url: sa.URL) -> sa.URL:
 
 
 def database_url(settings: Settings) -> sa.URL:
+    """`configured_url`, prepared by its dialect (SQLite: the file's folder made)."""
+    url = configured_url(settings)
+    return dialects.for_url(url).prepare_url(url)
+
+
+def configured_url(settings: Settings) -> sa.URL:
     """The configured URL with its password resolved (the Secrets Manager secret; else the
     URL, then the password file, then the environment) and its dialect's defaults.
 
@@ -95,7 +110,7 @@ def database_url(settings: Settings) -> sa.URL:
             url = url.set(password=secret)
         elif os.environ.get(PASSWORD_ENV):
             url = url.set(password=os.environ[PASSWORD_ENV])
-    return dialect.prepare_url(url)
+    return url
 
 
 def create_db_engine(settings: Settings) -> sa.Engine:
