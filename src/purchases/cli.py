@@ -123,8 +123,10 @@ def require_existing_database() -> None:
 
     file = serving.database_file(state.settings)
     if file is not None and not file.parent.is_dir():
-        raise ConfigError(f"database folder {file.parent} does not exist: nothing was run "
-                          "there (check --home / PURCHASES_HOME, or PURCHASES_DATABASE_URL)")
+        what = "is a file, not a folder" if file.parent.exists() else (
+            "does not exist: nothing was run there")
+        raise ConfigError(f"database folder {file.parent} {what} (check --home / "
+                          "PURCHASES_HOME, or PURCHASES_DATABASE_URL)")
 
 
 def _day(value: str | date) -> date:
