@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from purchases.render import OutputFormat, render_rows, say
+from purchases.render import OutputFormat, fits, render_rows, say
 
 db_app = typer.Typer(help="Serving database schema: migrate, inspect.", no_args_is_help=True)
 
@@ -52,8 +52,10 @@ def current(
 
     require_existing_database()
     status = serving.schema_status(_settings())
-    if fmt is OutputFormat.table:  # one record: read down, not across
-        rows = [{"": k, "value": v} for k, v in status.items()]
+    rows = [{"": k, "value": v} for k, v in status.items()]
+    if fmt is OutputFormat.table and fits(out, rows, ["", "value"]):  # read down, not across
         render_rows(out, rows, ["", "value"], fmt, title="Serving database")
+    elif fmt is OutputFormat.table:  # narrow: the record layout is already one field a line
+        render_rows(out, [status], list(status), fmt, title="Serving database")
     else:
         render_rows(out, [status], list(status), fmt)

@@ -110,6 +110,13 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
+def fits(console: Console, rows: list[dict[str, Any]], columns: list[str]) -> bool:
+    """Whether render_rows shows these rows as a table across the console (else it shows
+    each row as a record, one field per line)."""
+    cells = [[text(_cell(r.get(c))) for c in columns] for r in rows]
+    return fitted_widths(cells, [literal(c) for c in columns], console.width) is not None
+
+
 def render_rows(
     console: Console,
     rows: list[dict[str, Any]],

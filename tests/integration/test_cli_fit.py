@@ -56,6 +56,19 @@ def test_runs_shows_whole_run_ids_and_fits(demo: dict, columns: int) -> None:
     assert "…" not in shown
 
 
+@pytest.mark.parametrize("columns", [40, 100])
+def test_db_current_reads_down_and_names_each_field_at_any_width(
+    demo: dict, columns: int
+) -> None:
+    shown = purchases(demo["home"], "db", "current", columns=columns).stdout
+    assert widest(shown) <= columns, shown
+    lines = shown.splitlines()
+    for field in ("dialect", "revision", "head", "up_to_date", "batches_applied"):
+        # The field's name starts its line, its value beside it (never a "value" label).
+        assert any(line.strip("│ ").startswith(field) for line in lines), (field, shown)
+    assert not any(line.startswith("value ") for line in lines), shown
+
+
 def test_runs_says_how_many_it_left_out(demo: dict) -> None:
     proc = purchases(demo["home"], "runs", "--limit", "2")
     assert "showing the latest 2 of 3 runs" in proc.stdout and "--limit 0" in proc.stdout
