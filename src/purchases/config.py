@@ -19,7 +19,9 @@ EngineName = Literal["duckdb", "spark"]
 class Settings(BaseSettings):
     """Where the lake and the serving database are, and how to process them."""
 
-    model_config = SettingsConfigDict(env_prefix="PURCHASES_", extra="ignore")
+    # An empty variable (`export PURCHASES_LAKE=`) is unset, as a shell user means it.
+    model_config = SettingsConfigDict(
+        env_prefix="PURCHASES_", extra="ignore", env_ignore_empty=True)
 
     home: Path = Field(default=Path(".purchases"))
     """Folder holding the default lake, the default SQLite file and the run lock."""

@@ -229,7 +229,8 @@ class Lake:
             self.fs, root = url_to_fs(self.uri, **options)
         except (ImportError, ValueError) as exc:  # a scheme fsspec has no (installed) store for
             raise ConfigError(f"lake {self.uri}: {exc}; a lake (--lake, PURCHASES_LAKE) is a "
-                              "local folder or s3://bucket/prefix") from None
+                              "local folder or s3://bucket/prefix (or another fsspec URL whose "
+                              "package is installed)") from None
         except OSError as exc:  # a store that connects at once (ftp://) and cannot
             raise ConfigError(f"lake {self.uri}: cannot open it: {exc.strerror or exc}") from None
         self.root = root.rstrip("/")

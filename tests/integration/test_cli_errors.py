@@ -254,7 +254,8 @@ def test_a_command_that_only_reads_a_home_that_does_not_exist_says_so_and_create
 def test_a_lake_of_an_unsupported_kind_is_one_line_naming_it(cli, lake: str, said: str) -> None:
     line = one_error_line(cli("runs", expect=1, PURCHASES_LAKE=lake))
     assert line.startswith(f"Error: lake {lake}: {said}") and line.endswith(
-        "; a lake (--lake, PURCHASES_LAKE) is a local folder or s3://bucket/prefix"), line
+        "; a lake (--lake, PURCHASES_LAKE) is a local folder or s3://bucket/prefix (or another "
+        "fsspec URL whose package is installed)"), line
 
 
 def test_an_unusable_home_fails_fast_naming_it(cli, tmp_path: Path) -> None:

@@ -18,3 +18,13 @@ def test_memory_limit_sizes(given: str, expected: int) -> None:
 def test_a_memory_limit_that_is_no_usable_size_is_refused_by_name(given: str) -> None:
     with pytest.raises(ConfigError, match="PURCHASES_MEMORY_LIMIT"):
         load_settings(memory_limit=given)
+
+
+def test_an_empty_variable_means_the_default(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    for name in ("MEMORY_LIMIT", "LAKE", "ENGINE", "MAX_AMOUNT", "DATABASE_URL"):
+        monkeypatch.setenv(f"PURCHASES_{name}", "")  # `export PURCHASES_LAKE=` in a shell
+    settings = load_settings(home=tmp_path)
+    assert settings.memory_limit == 10**9 and settings.engine == "duckdb"
+    assert settings.lake_uri == str(tmp_path / "lake")
+    assert str(settings.max_amount) == "1000000"
+    assert settings.db_url == f"sqlite:///{tmp_path / 'purchases.db'}"
