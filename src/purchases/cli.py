@@ -631,7 +631,20 @@ def _show_usage_error(exc: Any) -> None:
             say(err, line)
         say(err, f"Try '{ctx.command_path} {ctx.help_option_names[0]}' for help.")
         say(err, "")
-    say(err, f"Error: {one_line(exc.format_message())}")
+    say(err, f"Error: {one_line(exc.format_message())}{_global_option_hint(exc, ctx)}")
+
+
+def _global_option_hint(exc: Any, ctx: Any) -> str:
+    """`purchases top --home X`: say that --home belongs before the command."""
+    name = getattr(exc, "option_name", None)
+    if ctx is None or ctx.parent is None or not name:
+        return ""
+    root = ctx.find_root()
+    if not any(name in getattr(p, "opts", ()) for p in root.command.params):
+        return ""
+    command = ctx.command_path.removeprefix(root.command_path).strip()
+    return (f" ({name} is an option of {root.command_path} itself: give it before the "
+            f"command, `{root.command_path} {name} ... {command}`)")
 
 
 def main(argv: list[str] | None = None) -> Any:

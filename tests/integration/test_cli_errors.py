@@ -209,6 +209,10 @@ def test_a_future_ingestion_date_is_a_usage_error(in_process, tmp_path: Path) ->
         (("query", "  \n "), "the SQL is empty"),
         (("top", "--format", "xml"), "--format"),
         (("watch", "a-file.csv"), "is a file"),
+        # The program's name is pytest's here: `purchases --home ... top` from the shell.
+        (("top", "--home", "h"), "itself: give it before the command, "),
+        (("top", "--home", "h"), " --home ... top`)"),
+        (("db", "current", "--engine", "spark"), " --engine ... db current`)"),
     ],
 )
 def test_usage_errors_exit_2(in_process, tmp_path: Path, args, message) -> None:
