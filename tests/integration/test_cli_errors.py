@@ -251,6 +251,17 @@ def test_a_command_that_only_reads_a_home_that_does_not_exist_says_so_and_create
     assert not (tmp_path / "no").exists()
 
 
+@pytest.mark.parametrize("url", ["sqlite://", "sqlite:///:memory:"])
+def test_an_in_memory_sqlite_database_is_refused_in_one_line(cli, url: str) -> None:
+    said = ("PURCHASES_DATABASE_URL: an in-memory SQLite database keeps nothing between the "
+            "pipeline's steps; give a file, sqlite:///path/to/purchases.db")
+    line = one_error_line(cli("top", expect=1, PURCHASES_DATABASE_URL=url))
+    assert line == f"Error: {said}", line
+    # A run does the lake's work first and stops where the database is needed, resumable.
+    line = one_error_line(cli("run", expect=1, PURCHASES_DATABASE_URL=url))
+    assert f"failed in step gold_to_staging: ConfigError: {said}" in line, line
+
+
 @pytest.mark.parametrize(("lake", "said"), [
     ("gs://bucket/lake", "Please install gcsfs"),  # a store fsspec knows, without its package
     ("xyz://a/b", "Protocol not known: xyz"),

@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import sqlite
 
 from purchases.contract import Cents, MoneyStorage
-from purchases.errors import PermanentError
+from purchases.errors import ConfigError, PermanentError
 from purchases.serving.dialects.base import DialectCapabilities, OnConflictUpsert, Release
 from purchases.serving.staging import StagingLoad, processed
 
@@ -53,9 +53,17 @@ class SQLiteDialect(OnConflictUpsert, DialectCapabilities):
     one per row, well under SQLite's limit of bound parameters."""
 
     def prepare_url(self, url: sa.URL) -> sa.URL:
-        """The database file's folder is created if missing."""
-        if url.database not in (None, "", ":memory:"):
-            Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+        """The database file's folder is created if missing.
+
+        Raises:
+            ConfigError: an in-memory database (sqlite://), which would lose the staged
+                batch between the pipeline's steps, each of which opens its own connection.
+        """
+        if url.database in (None, "", ":memory:"):
+            raise ConfigError("PURCHASES_DATABASE_URL: an in-memory SQLite database keeps "
+                              "nothing between the pipeline's steps; give a file, "
+                              "sqlite:///path/to/purchases.db")
+        Path(url.database).parent.mkdir(parents=True, exist_ok=True)
         return url
 
     def on_connect(self, dbapi_connection: Any) -> None:
