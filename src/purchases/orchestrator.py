@@ -308,7 +308,7 @@ def _record_interrupt(lake: Lake, record: RunRecord, started: float) -> None:
     """Ctrl-C: the run goes on record as interrupted now, with the time it ran, rather than
     as running until the next run finds it dead. What it left is repaired by the next run
     all the same (its recovery treats an interrupted run as dead)."""
-    record.error = "interrupted (Ctrl-C); the next run resumed it"
+    record.error = "interrupted (Ctrl-C); the next `purchases run` resumes it"
     for step in record.steps:
         if step.status == "running":
             step.status = "interrupted"

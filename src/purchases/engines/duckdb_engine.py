@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
 import re
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -257,32 +259,28 @@ class DuckDBEngine:
             raise (translated or TransientError(f"cannot create {url}: {exc}")) from exc
 
     def fetch(self, sql: str) -> list[tuple[Any, ...]]:
-        try:
+        with self._translated():
             return self.con.execute(sql).fetchall()
-        except duckdb.Error as exc:
-            raise _translate(exc, self.lake, self.temp_directory, self.spill_setting) from exc
-        except RuntimeError as exc:
-            if _is_interrupt(exc):
-                raise KeyboardInterrupt from exc
-            raise
 
     def _run(self, sql: str) -> None:
-        try:
+        with self._translated():
             self.con.execute(sql)
-        except duckdb.Error as exc:
-            raise _translate(exc, self.lake, self.temp_directory, self.spill_setting) from exc
-        except RuntimeError as exc:
-            if _is_interrupt(exc):
-                raise KeyboardInterrupt from exc
-            raise
 
     def _run_many(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
-        try:
+        with self._translated():
             self.con.executemany(sql, rows)
+
+    @contextlib.contextmanager
+    def _translated(self) -> Iterator[None]:
+        """Driver errors as the product's (_translate). DuckDB's Python client reports a
+        Ctrl-C during a query as RuntimeError('Query interrupted'): that is the user's
+        interrupt again, not a failed step."""
+        try:
+            yield
         except duckdb.Error as exc:
             raise _translate(exc, self.lake, self.temp_directory, self.spill_setting) from exc
         except RuntimeError as exc:
-            if _is_interrupt(exc):
+            if str(exc) == "Query interrupted":
                 raise KeyboardInterrupt from exc
             raise
 
@@ -291,12 +289,6 @@ class DuckDBEngine:
         if self._owned_temp is not None:
             shutil.rmtree(self._owned_temp, ignore_errors=True)
             self._owned_temp = None
-
-
-def _is_interrupt(exc: RuntimeError) -> bool:
-    """DuckDB's Python client reports a Ctrl-C during a query as RuntimeError('Query
-    interrupted'): that is the user's interrupt, not a failed step."""
-    return str(exc) == "Query interrupted"
 
 
 # DuckDB names the file in its I/O errors: `... file "PATH": <strerror>`, and for an
