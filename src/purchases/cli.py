@@ -116,17 +116,24 @@ def _lake(*, create: bool = True) -> Lake:
     return Lake(state.settings.lake_uri, create=create)
 
 
-def require_existing_database() -> None:
-    """For a command that only reads the serving database: an embedded database whose
-    folder does not exist is a mistyped home (or URL), said so; none is created there."""
+def database_not_created() -> bool:
+    """For a command that only reads the serving database, which must create nothing: True
+    when it is an embedded file not there yet (a home ingested into but never run).
+
+    Raises:
+        ConfigError: not even the file's folder is there: a mistyped home (or URL).
+    """
     from purchases import serving
 
     file = serving.database_file(state.settings)
-    if file is not None and not file.parent.is_dir():
+    if file is None:
+        return False
+    if not file.parent.is_dir():
         what = "is a file, not a folder" if file.parent.exists() else (
             "does not exist: nothing was run there")
         raise ConfigError(f"database folder {file.parent} {what} (check --home / "
                           "PURCHASES_HOME, or PURCHASES_DATABASE_URL)")
+    return not file.exists()
 
 
 def _day(value: str | date) -> date:
@@ -301,8 +308,7 @@ def top(
     fmt: FormatOption = OutputFormat.table,
 ) -> None:
     """Top customers by total spent in AUD (the business query)."""
-    require_existing_database()
-    rows = insights.top_customers(state.settings, n)
+    rows = [] if database_not_created() else insights.top_customers(state.settings, n)
     render_rows(out, rows, list(TOP_CUSTOMERS_COLUMNS), fmt, title=f"Top {n} customers")
 
 
@@ -481,8 +487,12 @@ def generate(
         raise typer.BadParameter(
             f"{days} days from {start} run past {date.max}", param_hint="'--days'"
         )
-    taken = [] if overwrite else [
-        p for p in file_paths(out_dir, days=days, start=start) if p.exists() or p.is_symlink()]
+    paths = file_paths(out_dir, days=days, start=start)
+    folders = [p for p in paths if p.is_dir()]
+    if folders:
+        raise typer.BadParameter(f"{folders[0]} is a folder: it cannot be replaced by a file",
+                                 param_hint="'--out'")
+    taken = [] if overwrite else [p for p in paths if p.exists() or p.is_symlink()]
     if taken:
         raise typer.BadParameter(
             f"{taken[0]} exists already{f' (and {len(taken) - 1} more)' if len(taken) > 1 else ''}"
@@ -631,7 +641,10 @@ def _show_usage_error(exc: Any) -> None:
             say(err, line)
         say(err, f"Try '{ctx.command_path} {ctx.help_option_names[0]}' for help.")
         say(err, "")
-    say(err, f"Error: {one_line(exc.format_message())}{_global_option_hint(exc, ctx)}")
+    hint = _global_option_hint(exc, ctx)
+    # Click's "(Possible options: ...)" guesses would contradict the hint.
+    message = f"No such option: {exc.option_name}{hint}" if hint else exc.format_message()
+    say(err, f"Error: {one_line(message)}")
 
 
 def _global_option_hint(exc: Any, ctx: Any) -> str:

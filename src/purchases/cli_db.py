@@ -48,9 +48,12 @@ def current(
 ) -> None:
     """The database's schema revision against this version's head, and the batches applied."""
     from purchases import serving
-    from purchases.cli import require_existing_database
+    from purchases.cli import database_not_created
+    from purchases.errors import ConfigError
 
-    require_existing_database()
+    if database_not_created():
+        raise ConfigError(f"database {serving.database_file(_settings())} does not exist yet: "
+                          "the first `purchases run` (or `purchases db upgrade`) creates it")
     status = serving.schema_status(_settings())
     rows = [{"": k, "value": v} for k, v in status.items()]
     if fmt is OutputFormat.table and fits(out, rows, ["", "value"]):  # read down, not across

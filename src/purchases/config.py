@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from decimal import Decimal
 from pathlib import Path
@@ -71,6 +72,18 @@ class Settings(BaseSettings):
         if value and not re.fullmatch(r"[a-z0-9_]{1,200}", value):
             raise ValueError("use lower-case letters, digits and underscores (Athena's names)")
         return value
+
+    @field_validator("home", "fx_rates", "database_password_file")
+    @classmethod
+    def _expand_home(cls, value: Path | None) -> Path | None:
+        # `~` as a shell would read it, also when quoted: else the lake (fsspec expands it)
+        # and the SQLite file (a folder literally named ~) would part ways.
+        return value.expanduser() if value is not None else None
+
+    @field_validator("lake")
+    @classmethod
+    def _expand_local_lake(cls, value: str | None) -> str | None:
+        return os.path.expanduser(value) if value and "://" not in value else value
 
     @field_validator("max_amount")
     @classmethod

@@ -236,8 +236,10 @@ class Lake:
         self.root = root.rstrip("/")
         self.is_local = isinstance(self.fs, fsspec.implementations.local.LocalFileSystem)
         if self.is_local and not create and not os.path.isdir(self.root):
-            raise ConfigError(f"lake {self.uri} does not exist: nothing was ingested there "
-                              "(check --home / PURCHASES_HOME, or --lake / PURCHASES_LAKE)")
+            what = "is a file, not a folder" if os.path.exists(self.root) else (
+                "does not exist: nothing was ingested there")
+            raise ConfigError(f"lake {self.uri} {what} (check --home / PURCHASES_HOME, or "
+                              "--lake / PURCHASES_LAKE)")
         if self.is_local:
             self._makedirs("")
         elif self.is_s3:

@@ -129,6 +129,10 @@ def test_generate_never_replaces_a_file_unless_told(cli, tmp_path: Path) -> None
     cli("generate", "--out", "g", "--rows", "30", "--days", "3", "--overwrite")
     assert mine.read_text().startswith("customer_id,")
     assert len(list(mine.parent.iterdir())) == 3
+    (tmp_path / "f" / "purchases_2024-01-15_1.csv").mkdir(parents=True)  # a folder in its way
+    err = cli("generate", "--out", "f", "--rows", "3", "--days", "1", "--overwrite",
+              expect=2).stderr
+    assert f"{Path('f') / 'purchases_2024-01-15_1.csv'} is a folder: it cannot be replaced" in err
 
 
 @pytest.mark.slow

@@ -245,13 +245,22 @@ def test_a_command_that_only_reads_a_home_that_does_not_exist_says_so_and_create
     assert line.startswith(f"Error: {what} does not exist: nothing was ") and (
         "PURCHASES_HOME" in line), line
     assert not typo.exists()
+    # A home that is there but was never run: top shows nothing, and neither creates a file.
+    empty = tmp_path / "empty-home"
+    empty.mkdir()
+    assert "no rows" in cli("top", PURCHASES_HOME=str(empty)).stdout
+    line = one_error_line(cli("db", "current", expect=1, PURCHASES_HOME=str(empty)))
+    assert line == (f"Error: database {empty / 'purchases.db'} does not exist yet: the first "
+                    "`purchases run` (or `purchases db upgrade`) creates it"), line
+    assert list(empty.iterdir()) == []
     elsewhere = tmp_path / "no" / "such" / "x.db"
     line = one_error_line(cli("top", expect=1, PURCHASES_DATABASE_URL=f"sqlite:///{elsewhere}"))
     assert line.startswith(f"Error: database folder {elsewhere.parent} does not exist"), line
     assert not (tmp_path / "no").exists()
 
 
-@pytest.mark.parametrize("url", ["sqlite://", "sqlite:///:memory:"])
+@pytest.mark.parametrize("url", ["sqlite://", "sqlite:///:memory:",
+                                 "sqlite:///file:x?mode=memory&uri=true"])
 def test_an_in_memory_sqlite_database_is_refused_in_one_line(cli, url: str) -> None:
     said = ("PURCHASES_DATABASE_URL: an in-memory SQLite database keeps nothing between the "
             "pipeline's steps; give a file, sqlite:///path/to/purchases.db")

@@ -219,6 +219,10 @@ def test_masked_url_never_shows_the_password() -> None:
     ("mysql+pymysql://u:s3cret@h/db?passwd=s3cret&charset=utf8mb4",
      "mysql+pymysql://u:***@h/db?charset=utf8mb4&passwd=***"),
     ("postgresql://h/db?Access_Token=s3cret", "postgresql://h/db?Access_Token=***"),
+    ("postgresql://h/db?options=-c%20password%3Ds3cret&application_name=etl",
+     "postgresql://h/db?application_name=etl&options=***"),
+    ("postgresql://h/db?dsn=password%3Ds3cret", "postgresql://h/db?dsn=***"),
+    ("postgresql://h/db?a=1&a=pass%3Ds3cret", "postgresql://h/db?a=***"),
 ])
 def test_masked_url_hides_a_password_given_as_a_query_parameter(url: str, shown: str) -> None:
     assert serving.masked_url(url) == shown

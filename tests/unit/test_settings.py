@@ -28,3 +28,23 @@ def test_an_empty_variable_means_the_default(monkeypatch: pytest.MonkeyPatch, tm
     assert settings.lake_uri == str(tmp_path / "lake")
     assert str(settings.max_amount) == "1000000"
     assert settings.db_url == f"sqlite:///{tmp_path / 'purchases.db'}"
+
+
+def test_a_tilde_means_the_users_home_for_every_path(
+    monkeypatch: pytest.MonkeyPatch, tmp_path
+) -> None:
+    """Quoted, `~` reaches the product unexpanded; the lake and the SQLite file must not end
+    up in different places (fsspec expands it, SQLite does not)."""
+    from purchases import serving
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    settings = load_settings(home="~/h")
+    assert settings.home == tmp_path / "h"
+    assert settings.lake_uri == str(tmp_path / "h" / "lake")
+    assert serving.database_url(settings).database == str(tmp_path / "h" / "purchases.db")
+    assert load_settings(lake="~/elsewhere").lake_uri == str(tmp_path / "elsewhere")
+    assert load_settings(lake="s3://b/~x").lake_uri == "s3://b/~x"  # a key, not a path
+    url = serving.database_url(load_settings(database_url="sqlite:///~/x.db"))
+    assert url.database == str(tmp_path / "x.db")
+    assert not (tmp_path / "~").exists()

@@ -28,17 +28,19 @@ PASSWORD_ENV = "PURCHASES_DATABASE_PASSWORD"
 
 
 # Query parameters that carry a secret: libpq's password and sslpassword, a driver's passwd,
-# an access token. Drivers take them from the query as readily as from user:password@.
+# an access token, or one named inside another's value (`options=-c password=...`, a `dsn`).
+# Drivers take them from the query as readily as from user:password@.
 _SECRET_PARAMETER = re.compile(r"pass|pwd|secret|token", re.IGNORECASE)
 _MASK = "***"
 
 
 def masked_url(url: str | sa.URL) -> str:
-    """The URL as it may be shown: the password, and any query parameter that carries a
-    secret, replaced by ***."""
+    """The URL as it may be shown: the password, and any query parameter that may carry a
+    secret (by its name or its value), replaced by ***."""
     try:
         parsed = make_url(url)
-        secret = {k: _MASK for k in parsed.query if _SECRET_PARAMETER.search(k)}
+        secret = {k: _MASK for k, v in parsed.query.items()
+                  if _SECRET_PARAMETER.search(k) or _SECRET_PARAMETER.search(str(v))}
         shown = parsed.update_query_dict(secret).render_as_string(hide_password=True)
     except Exception:  # an unparseable URL is shown not at all rather than leaked
         return "<database URL>"
@@ -50,9 +52,7 @@ def database_file(settings: Settings) -> Path | None:
     """The file of an embedded database (SQLite), or None (a server, or in memory). Nothing
     is created."""
     url = configured_url(settings)
-    if not dialects.for_url(url).embedded or url.database in (None, "", ":memory:"):
-        return None
-    return Path(url.database).expanduser()
+    return dialects.for_url(url).database_file(url)
 
 
 def _with_shipped_driver(url: sa.URL) -> sa.URL:

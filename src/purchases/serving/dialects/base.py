@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from itertools import repeat
+from pathlib import Path
 from typing import Any, ClassVar
 
 import sqlalchemy as sa
@@ -73,6 +74,10 @@ class DialectCapabilities:
     def prepare_url(self, url: sa.URL) -> sa.URL:
         """The URL with this dialect's defaults filled in (before an engine is made)."""
         return url
+
+    def database_file(self, url: sa.URL) -> Path | None:
+        """The file an embedded database keeps its data in (None: a server, or in memory)."""
+        return None
 
     def on_connect(self, dbapi_connection: Any) -> None:
         """Settings for each new driver connection."""

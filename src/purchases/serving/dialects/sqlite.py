@@ -59,12 +59,19 @@ class SQLiteDialect(OnConflictUpsert, DialectCapabilities):
             ConfigError: an in-memory database (sqlite://), which would lose the staged
                 batch between the pipeline's steps, each of which opens its own connection.
         """
-        if url.database in (None, "", ":memory:"):
+        file = self.database_file(url)
+        if file is None:
             raise ConfigError("PURCHASES_DATABASE_URL: an in-memory SQLite database keeps "
                               "nothing between the pipeline's steps; give a file, "
                               "sqlite:///path/to/purchases.db")
-        Path(url.database).parent.mkdir(parents=True, exist_ok=True)
-        return url
+        file.parent.mkdir(parents=True, exist_ok=True)
+        return url.set(database=str(file))
+
+    def database_file(self, url: sa.URL) -> Path | None:
+        """The file the URL names, `~` expanded as a shell would; None in memory."""
+        if url.database in (None, "", ":memory:") or url.query.get("mode") == "memory":
+            return None
+        return Path(url.database).expanduser()
 
     def on_connect(self, dbapi_connection: Any) -> None:
         """The `pragmas`."""
