@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import sqlite
+from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_random
 
 from purchases.contract import Cents, MoneyStorage
 from purchases.errors import ConfigError, PermanentError
@@ -74,9 +75,18 @@ class SQLiteDialect(OnConflictUpsert, DialectCapabilities):
         return Path(url.database).expanduser()
 
     def on_connect(self, dbapi_connection: Any) -> None:
-        """The `pragmas`."""
-        for pragma, value in self.pragmas.items():
-            dbapi_connection.execute(f"PRAGMA {pragma} = {value}")
+        """The `pragmas`. Switching a new file to WAL takes an exclusive lock, and SQLite
+        answers "database is locked" at once, without the busy handler, while another
+        connection (a concurrent first use) holds the file: so a busy pragma is tried again,
+        for as long as busy_timeout would have waited."""
+        for attempt in Retrying(
+            retry=retry_if_exception(self.is_transient),
+            stop=stop_after_delay(int(self.pragmas["busy_timeout"]) / 1000),
+            wait=wait_random(0.005, 0.05), reraise=True,
+        ):
+            with attempt:
+                for pragma, value in self.pragmas.items():
+                    dbapi_connection.execute(f"PRAGMA {pragma} = {value}")
 
     def is_transient(self, error: BaseException) -> bool:
         """The database is locked by another writer (busy_timeout ran out)."""
