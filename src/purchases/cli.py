@@ -650,7 +650,9 @@ def _show_usage_error(exc: Any) -> None:
 def _global_option_hint(exc: Any, ctx: Any) -> str:
     """`purchases top --home X`: say that --home belongs before the command."""
     name = getattr(exc, "option_name", None)
-    if ctx is None or ctx.parent is None or not name:
+    # Only for an unknown option (typer's click is its own, so no isinstance).
+    if ctx is None or ctx.parent is None or not name or not exc.format_message().startswith(
+            "No such option"):
         return ""
     root = ctx.find_root()
     if not any(name in getattr(p, "opts", ()) for p in root.command.params):
