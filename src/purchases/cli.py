@@ -39,7 +39,7 @@ from purchases.render import (
     say_wrapped,
     text,
 )
-from purchases.storage import Lake
+from purchases.storage import Lake, not_a_folder
 
 EXIT_ERROR, EXIT_USAGE, EXIT_BUSY, EXIT_INTERRUPTED = 1, 2, 3, 130
 # Upper bound of -n/--limit/--rows: beyond it a table is no use, and a larger integer would
@@ -128,10 +128,9 @@ def database_not_created() -> bool:
     file = serving.database_file(state.settings)
     if file is None:
         return False
-    if not file.parent.is_dir():
-        what = "is a file, not a folder" if file.parent.exists() else (
-            "does not exist: nothing was run there")
-        raise ConfigError(f"database folder {file.parent} {what} (check --home / "
+    absent = not_a_folder(file.parent, missing="does not exist: nothing was run there")
+    if absent:
+        raise ConfigError(f"database folder {file.parent} {absent} (check --home / "
                           "PURCHASES_HOME, or PURCHASES_DATABASE_URL)")
     return not file.exists()
 

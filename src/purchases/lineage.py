@@ -167,9 +167,8 @@ def database_namespace(url: str) -> str:
     backend = parsed.get_backend_name()
     dialect = dialects.find(backend)
     if dialect is not None and dialect.embedded:  # a file: named by its absolute path
-        database = parsed.database or ""
-        if database and database != ":memory:":
-            database = str(Path(database).expanduser().resolve())
+        file = dialect().database_file(parsed)
+        database = str(file.resolve()) if file is not None else parsed.database or ""
         return f"{backend}:///{database}"
     host = parsed.host or ""
     port = f":{parsed.port}" if parsed.port else ""

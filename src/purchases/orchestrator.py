@@ -241,8 +241,8 @@ def _execute(
     lineage.emit(settings, record, "START")  # off unless configured (purchases.lineage)
     started = time.perf_counter()
     try:
-        _run_recorded(settings, lake, tasks, record, owner, interrupted, only_files=only_files,
-                      selection=selection, on_step=on_step, sleep=sleep)
+        _run_recorded(settings, lake, tasks, record, owner, interrupted, started,
+                      only_files=only_files, selection=selection, on_step=on_step, sleep=sleep)
     except KeyboardInterrupt:
         _record_interrupt(lake, record, started)
         raise
@@ -260,14 +260,15 @@ def _run_recorded(
     record: RunRecord,
     owner: str,
     interrupted: list[str],
+    started: float,
     *,
     only_files: list[str] | None,
     selection: Selection | None,
     on_step: Callable[[Task, StepRun], None] | None,
     sleep: Callable[[float], None],
 ) -> None:
-    """_execute's work once the run is on record: recover, then run each step."""
-    started = time.perf_counter()
+    """_execute's work once the run is on record (since perf_counter `started`): recover,
+    then run each step."""
     # Recorded before repairing, so a run that dies while repairing is on record too.
     try:
         record.recovered = _recover(lake, interrupted, record.run_id)

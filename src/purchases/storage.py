@@ -204,6 +204,13 @@ def _bronze_object(rel: str, info: dict[str, Any]) -> BronzeObject | None:
     return BronzeObject(rel, parsed[0], size, f"{size}:{stamp}")
 
 
+def not_a_folder(path: str | os.PathLike[str], *, missing: str = "does not exist") -> str | None:
+    """Why `path` is not a folder (`missing`, or "is a file, not a folder"), or None."""
+    if os.path.isdir(path):
+        return None
+    return "is a file, not a folder" if os.path.exists(path) else missing
+
+
 class Lake:
     """The lake rooted at a URI; every path handed around is relative to that root."""
 
@@ -235,10 +242,11 @@ class Lake:
             raise ConfigError(f"lake {self.uri}: cannot open it: {exc.strerror or exc}") from None
         self.root = root.rstrip("/")
         self.is_local = isinstance(self.fs, fsspec.implementations.local.LocalFileSystem)
-        if self.is_local and not create and not os.path.isdir(self.root):
-            what = "is a file, not a folder" if os.path.exists(self.root) else (
-                "does not exist: nothing was ingested there")
-            raise ConfigError(f"lake {self.uri} {what} (check --home / PURCHASES_HOME, or "
+        absent = None
+        if self.is_local and not create:
+            absent = not_a_folder(self.root, missing="does not exist: nothing was ingested there")
+        if absent:
+            raise ConfigError(f"lake {self.uri} {absent} (check --home / PURCHASES_HOME, or "
                               "--lake / PURCHASES_LAKE)")
         if self.is_local:
             self._makedirs("")
