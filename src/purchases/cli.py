@@ -218,7 +218,11 @@ def run(
 def watch(
     inbox: Annotated[
         Path | None,
-        typer.Argument(file_okay=False, help="Folder to watch (default: $PURCHASES_HOME/inbox)."),
+        # A folder named on the command line must exist: a typo would otherwise be watched,
+        # empty, forever. The default inbox is created on first use.
+        typer.Argument(exists=True, file_okay=False,
+                       help="Folder to watch (default: $PURCHASES_HOME/inbox, created if "
+                       "missing)."),
     ] = None,
     settle: Annotated[
         float,

@@ -209,6 +209,7 @@ def test_a_future_ingestion_date_is_a_usage_error(in_process, tmp_path: Path) ->
         (("query", "  \n "), "the SQL is empty"),
         (("top", "--format", "xml"), "--format"),
         (("watch", "a-file.csv"), "is a file"),
+        (("watch", "no-such-inbox"), "'no-such-inbox' does not exist"),
         # The program's name is pytest's here: `purchases --home ... top` from the shell.
         (("top", "--home", "h"), "itself: give it before the command, "),
         (("top", "--home", "h"), " --home ... top`)"),

@@ -75,6 +75,7 @@ def watcher_factory(tmp_path: Path) -> Iterator[Callable[..., Watcher]]:
     started: list[Watcher] = []
 
     def start(*args: str) -> Watcher:
+        (tmp_path / "inbox").mkdir(exist_ok=True)  # a folder named to watch must exist
         w = Watcher(tmp_path / "home", tmp_path / "inbox", *args)
         started.append(w)
         w.wait_for(lambda: "watching" in w.log, "the watcher to start")
