@@ -73,6 +73,16 @@ class Settings(BaseSettings):
             raise ValueError("use lower-case letters, digits and underscores (Athena's names)")
         return value
 
+    @field_validator("home", "fx_rates", "database_password_file", "lake", "database_url",
+                     mode="before")
+    @classmethod
+    def _not_blank(cls, value: object) -> object:
+        # Only spaces is a quoting slip (`--home " "`), never a place: refuse it rather than
+        # create a folder named " " and report on it by a name that reads as nothing.
+        if isinstance(value, str | os.PathLike) and value and not str(value).strip():
+            raise ValueError("is blank (only spaces): give a path or URL")
+        return value
+
     @field_validator("home", "fx_rates", "database_password_file")
     @classmethod
     def _expand_home(cls, value: Path | None) -> Path | None:
@@ -113,4 +123,6 @@ def load_settings(**overrides: object) -> Settings:
     except ValidationError as exc:
         err = exc.errors()[0]
         key = "PURCHASES_" + str(err["loc"][0]).upper() if err["loc"] else "settings"
-        raise ConfigError(f"invalid setting {key}: {err['msg']}") from None
+        # A validator's own message, without pydantic's "Value error, " in front of it.
+        message = str(err["msg"]).removeprefix("Value error, ")
+        raise ConfigError(f"invalid setting {key}: {message}") from None

@@ -48,3 +48,23 @@ def test_a_tilde_means_the_users_home_for_every_path(
     url = serving.database_url(load_settings(database_url="sqlite:///~/x.db"))
     assert url.database == str(tmp_path / "x.db")
     assert not (tmp_path / "~").exists()
+
+
+@pytest.mark.parametrize("name", ["HOME", "LAKE", "DATABASE_URL", "FX_RATES",
+                                  "DATABASE_PASSWORD_FILE"])
+def test_a_path_of_only_spaces_is_refused_by_name(
+    monkeypatch: pytest.MonkeyPatch, tmp_path, name: str
+) -> None:
+    """`--home " "` would create a folder named " " and report on it by a blank name."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv(f"PURCHASES_{name}", "  ")
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+    assert str(caught.value) == (
+        f"invalid setting PURCHASES_{name}: is blank (only spaces): give a path or URL")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_path_with_spaces_inside_is_a_path(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert load_settings(home=" my home ").home.name == " my home "
