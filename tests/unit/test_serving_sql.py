@@ -149,6 +149,20 @@ def test_sqlite_busy_is_transient_other_sqlite_errors_are_not() -> None:
     assert not serving.is_transient(wrapped(sqlite3.OperationalError("no such table: x")))
 
 
+def test_sqlite_unable_to_open_says_what_the_folder_needs(tmp_path: Path) -> None:
+    """SQLite's own text names no cause; a read-only home was the case met (a WAL database
+    needs its -wal and -shm files beside it even to be read)."""
+    import sqlite3
+
+    with pytest.raises(sqlite3.OperationalError) as caught:
+        sqlite3.connect(tmp_path / "no-such-folder" / "purchases.db")
+    msg = str(serving.translate(wrapped(caught.value), "sqlite:///x/purchases.db"))
+    assert msg.startswith("database sqlite:///x/purchases.db: unable to open database file (")
+    assert "its folder must be writable by this user)" in msg
+    other = serving.translate(wrapped(sqlite3.OperationalError("no such table: x")), "sqlite://")
+    assert str(other) == "database sqlite://: no such table: x"
+
+
 def test_an_invalidated_connection_is_transient() -> None:
     exc = sa.exc.OperationalError("SELECT 1", {}, Exception("boom"), connection_invalidated=True)
     assert serving.is_transient(exc)

@@ -35,6 +35,10 @@ def translate(exc: BaseException, url: str | sa.URL) -> Exception:
         secret = None
     if secret:  # drivers never echo it as far as we know; this makes sure
         detail = detail.replace(str(secret), "***")
+    dialect = dialects.for_error(orig)
+    hint = dialect.hint(orig) if dialect is not None else ""
+    if hint:
+        detail = f"{detail} ({hint})"
     if is_transient(exc):
         return TransientError(f"database {where}: {detail}")
     return PermanentError(f"database {where}: {detail}")

@@ -92,6 +92,11 @@ class DialectCapabilities:
         """Whether retrying may fix this driver error (one of `driver_modules`)."""
         return False
 
+    def hint(self, error: BaseException) -> str:
+        """What the user can do about this driver error, when its own text does not say
+        (appended to it in parentheses); empty when there is nothing to add."""
+        return ""
+
     # --- migrations
 
     def migration_lock(self, con: sa.Connection) -> Release:

@@ -94,6 +94,16 @@ class SQLiteDialect(OnConflictUpsert, DialectCapabilities):
         return (code is not None and (code & 0xFF) in _BUSY_CODES) or (
             "database is locked" in str(error))
 
+    def hint(self, error: BaseException) -> str:
+        """SQLite's "unable to open database file" names no cause. Short of a missing folder
+        (created by prepare_url), it is a folder the process cannot write: a WAL database
+        needs its -wal and -shm files beside it, even to be read."""
+        message = str(error)
+        if "unable to open database file" in message or "readonly database" in message:
+            return ("SQLite in WAL mode writes its -wal and -shm files beside the database "
+                    "file, even to read it: its folder must be writable by this user")
+        return ""
+
     def migration_lock(self, con: sa.Connection) -> Release:
         """The write lock up front; a concurrent upgrader waits (busy_timeout) instead of
         failing on CREATE TABLE of a table the other just created."""
