@@ -211,6 +211,31 @@ def not_a_folder(path: str | os.PathLike[str], *, missing: str = "does not exist
     return "is a file, not a folder" if os.path.exists(path) else missing
 
 
+_LAKE_HINT = "a lake (--lake, PURCHASES_LAKE) is a local folder or s3://bucket/prefix"
+_ONE_SLASH = re.compile(r"[A-Za-z][A-Za-z0-9+.-]+:/(?!/)")  # s3:/x; not a drive letter, C:/x
+
+
+def lake_url_problem(uri: str) -> str | None:
+    """Why a lake URL names no lasting, writable place (None when it may): checked before
+    fsspec reads it, which takes `file://` for the current folder and `s3:/x` for a local
+    folder named `s3:`."""
+    if _ONE_SLASH.match(uri):
+        return "looks like a URL with one slash after the scheme (s3://bucket/prefix has two)"
+    scheme, sep, rest = uri.partition("://")
+    if not sep:
+        return None
+    scheme = scheme.lower()
+    if scheme in ("s3", "s3a") and not rest.split("/", 1)[0]:
+        return "names no bucket: give s3://bucket/prefix"
+    if not rest.strip("/"):
+        return "names no place after the scheme"
+    if scheme == "memory":
+        return "is in this process's memory: nothing would be kept between commands"
+    if scheme in ("http", "https"):
+        return "is read-only over HTTP(S): a lake is written to"
+    return None
+
+
 class Lake:
     """The lake rooted at a URI; every path handed around is relative to that root."""
 
@@ -219,6 +244,9 @@ class Lake:
     ) -> None:
         """With `create` False (a command that only reads), a local lake folder that does not
         exist is a ConfigError naming it, instead of being created empty."""
+        problem = lake_url_problem(uri)
+        if problem:
+            raise ConfigError(f"lake {uri} {problem}; {_LAKE_HINT}")
         self.uri = uri.rstrip("/")
         options = dict(storage_options or {})
         self.is_s3 = self.uri.split("://", 1)[0].lower() in ("s3", "s3a")
@@ -235,9 +263,8 @@ class Lake:
         try:
             self.fs, root = url_to_fs(self.uri, **options)
         except (ImportError, ValueError) as exc:  # a scheme fsspec has no (installed) store for
-            raise ConfigError(f"lake {self.uri}: {exc}; a lake (--lake, PURCHASES_LAKE) is a "
-                              "local folder or s3://bucket/prefix (or another fsspec URL whose "
-                              "package is installed)") from None
+            raise ConfigError(f"lake {self.uri}: {exc}; {_LAKE_HINT} (or another fsspec URL "
+                              "whose package is installed)") from None
         except OSError as exc:  # a store that connects at once (ftp://) and cannot
             raise ConfigError(f"lake {self.uri}: cannot open it: {exc.strerror or exc}") from None
         self.root = root.rstrip("/")

@@ -283,6 +283,26 @@ def test_a_lake_of_an_unsupported_kind_is_one_line_naming_it(cli, lake: str, sai
         "fsspec URL whose package is installed)"), line
 
 
+@pytest.mark.parametrize(("lake", "said"), [
+    ("file://", "names no place after the scheme"),  # fsspec: the current folder
+    ("s3://", "names no bucket: give s3://bucket/prefix"),  # before: a local folder "s3:"
+    ("s3:///lake", "names no bucket: give s3://bucket/prefix"),
+    ("s3:/bucket/lake",
+     "looks like a URL with one slash after the scheme (s3://bucket/prefix has two)"),
+    ("memory://lake", "is in this process's memory: nothing would be kept between commands"),
+    ("https://example.com/lake", "is read-only over HTTP(S): a lake is written to"),
+])
+def test_a_lake_url_naming_no_lasting_writable_place_is_refused_and_nothing_is_written(
+    cli, tmp_path: Path, lake: str, said: str
+) -> None:
+    line = one_error_line(cli("run", expect=1, PURCHASES_LAKE=lake))
+    assert line == (f"Error: lake {lake} {said}; a lake (--lake, PURCHASES_LAKE) is a local "
+                    "folder or s3://bucket/prefix"), line
+    # The run's lock, in its home, and nothing else: no lake in the current folder, no "s3:".
+    home = tmp_path / "home"
+    assert sorted(tmp_path.rglob("*")) == [home, home / "run.lock"]
+
+
 def test_an_unusable_home_fails_fast_naming_it(cli, tmp_path: Path) -> None:
     (tmp_path / "a-file").write_text("")
     line = one_error_line(cli("--home", str(tmp_path / "a-file"), "run", expect=1))
