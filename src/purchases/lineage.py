@@ -35,6 +35,7 @@ from purchases import __version__
 from purchases.config import Settings
 from purchases.contract import SUMMARY_TABLE
 from purchases.history import RunRecord
+from purchases.masking import shown_url
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +102,7 @@ def emit(settings: Settings, record: RunRecord, event_type: EventType) -> None:
 
 def _where(config: dict[str, Any]) -> str:
     if config.get("type") == "http":
-        return f"{URL_ENV}={_url_without_credentials(config['url'])}"
+        return f"{URL_ENV}={shown_url(config['url'])}"
     if config.get("type") == "file":
         return f"{FILE_ENV}={config['log_file_path']}"
     return "the OPENLINEAGE_* configuration"
@@ -149,7 +150,7 @@ def run_uuid(run_id: str) -> str:
 def lake_namespace(lake_uri: str) -> str:
     """The lake as a dataset namespace: its URI, `file://` + absolute path when local."""
     if "://" in lake_uri:
-        return _url_without_credentials(lake_uri.rstrip("/"))
+        return shown_url(lake_uri.rstrip("/"))
     return Path(lake_uri).expanduser().resolve().as_uri()
 
 
@@ -181,14 +182,6 @@ def _database_url(settings: Settings) -> str:
 
         return serving.database_url(settings).render_as_string(hide_password=True)
     return settings.db_url
-
-
-def _url_without_credentials(url: str) -> str:
-    scheme, sep, rest = url.partition("://")
-    if not sep:
-        return url
-    authority, slash, path = rest.partition("/")
-    return f"{scheme}://{authority.rpartition('@')[2]}{slash}{path}"
 
 
 def run_event(settings: Settings, record: RunRecord, event_type: EventType) -> Any:

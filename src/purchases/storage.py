@@ -33,6 +33,7 @@ from fsspec.core import url_to_fs
 from purchases.contract import BRONZE_FILE_SUFFIXES
 from purchases.errors import ConfigError, PermanentError, PurchasesError, TransientError
 from purchases.faults import fault_point, io_fault
+from purchases.masking import shown_url
 
 # bronze/year=YYYY/month=MM/day=DD/<name>  or the original AWS layout bronze/YYYY/MM/DD/<name>
 _BRONZE_HIVE = re.compile(r"(?:^|/)bronze/year=(\d{4})/month=(\d{2})/day=(\d{2})/([^/]+)$")
@@ -225,7 +226,13 @@ def lake_url_problem(uri: str) -> str | None:
     if not sep:
         return None
     scheme = scheme.lower()
-    if scheme in ("s3", "s3a") and not rest.split("/", 1)[0]:
+    authority = rest.split("/", 1)[0]
+    if "@" in authority:
+        return ("carries credentials (user:password@): give them the store's own way, for S3 "
+                "the AWS environment variables, a profile or a role")
+    if "?" in rest or "#" in rest:
+        return "has a query or fragment (?, #), which a lake URL never needs"
+    if scheme in ("s3", "s3a") and not authority:
         return "names no bucket: give s3://bucket/prefix"
     if not rest.strip("/"):
         return "names no place after the scheme"
@@ -245,8 +252,8 @@ class Lake:
         """With `create` False (a command that only reads), a local lake folder that does not
         exist is a ConfigError naming it, instead of being created empty."""
         problem = lake_url_problem(uri)
-        if problem:
-            raise ConfigError(f"lake {uri} {problem}; {_LAKE_HINT}")
+        if problem:  # shown masked: the URL may be refused for the secret it carries
+            raise ConfigError(f"lake {shown_url(uri)} {problem}; {_LAKE_HINT}")
         self.uri = uri.rstrip("/")
         options = dict(storage_options or {})
         self.is_s3 = self.uri.split("://", 1)[0].lower() in ("s3", "s3a")

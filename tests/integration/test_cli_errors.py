@@ -303,6 +303,17 @@ def test_a_lake_url_naming_no_lasting_writable_place_is_refused_and_nothing_is_w
     assert sorted(tmp_path.rglob("*")) == [home, home / "run.lock"]
 
 
+@pytest.mark.parametrize(("lake", "shown", "said"), [
+    ("s3://AKIAXX:S3cretPW@bucket/prefix", "s3://bucket/prefix", "carries credentials"),
+    ("s3://bucket/prefix?secret=S3cretPW", "s3://bucket/prefix?secret=***", "has a query"),
+])
+def test_a_lake_url_carrying_a_secret_is_refused_without_showing_it(
+    cli, lake: str, shown: str, said: str
+) -> None:
+    line = one_error_line(cli("runs", expect=1, PURCHASES_LAKE=lake))
+    assert line.startswith(f"Error: lake {shown} {said}") and "S3cretPW" not in line, line
+
+
 def test_an_unusable_home_fails_fast_naming_it(cli, tmp_path: Path) -> None:
     (tmp_path / "a-file").write_text("")
     line = one_error_line(cli("--home", str(tmp_path / "a-file"), "run", expect=1))

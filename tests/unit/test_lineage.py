@@ -319,12 +319,14 @@ def test_a_dead_endpoint_or_an_unwritable_file_never_fails_a_run(
     clean_lineage: None,
 ) -> None:
     caplog.set_level(logging.WARNING, logger="purchases.lineage")
-    monkeypatch.setenv(lineage.URL_ENV, f"http://user:s3cr3t@127.0.0.1:{_closed_port()}")
+    monkeypatch.setenv(lineage.URL_ENV, f"http://user:s3cr3t@127.0.0.1:{_closed_port()}"
+                       "/?password=s3cr3t&api_key=s3cr3t&access_token=s3cr3t&env=prod")
     harness.land("a.csv", HEADER + "1,Ann,Lee,ann@x.io,100,2024-01-10,10.00,AUD\n")
     assert harness.run().status == "succeeded"
     warnings = [r.getMessage() for r in caplog.records if r.name == "purchases.lineage"]
     assert len(warnings) == 1, warnings  # three events failed; said once
     assert "the run goes on" in warnings[0] and "s3cr3t" not in warnings[0]
+    assert "/?password=***&api_key=***&access_token=***&env=prod)" in warnings[0], warnings
     assert harness.summary()[1]["total_spent_aud"] == 10
 
     caplog.clear()

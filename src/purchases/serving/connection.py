@@ -9,7 +9,6 @@ PURCHASES_DATABASE_PASSWORD. Any URL this package shows goes through `masked_url
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import quote
@@ -19,6 +18,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import make_url
 
 from purchases.errors import ConfigError
+from purchases.masking import MASK, is_secret
 from purchases.serving import dialects
 
 if TYPE_CHECKING:
@@ -27,11 +27,10 @@ if TYPE_CHECKING:
 PASSWORD_ENV = "PURCHASES_DATABASE_PASSWORD"
 
 
-# Query parameters that carry a secret: libpq's password and sslpassword, a driver's passwd,
-# an access token, or one named inside another's value (`options=-c password=...`, a `dsn`).
-# Drivers take them from the query as readily as from user:password@.
-_SECRET_PARAMETER = re.compile(r"pass|pwd|secret|token", re.IGNORECASE)
-_MASK = "***"
+# Drivers take a secret from the query as readily as from user:password@ (libpq's password
+# and sslpassword, a driver's passwd, or one named inside another's value: `options=-c
+# password=...`, a `dsn`): masking.is_secret tells them.
+_MASK = MASK
 
 
 def masked_url(url: str | sa.URL) -> str:
@@ -39,8 +38,7 @@ def masked_url(url: str | sa.URL) -> str:
     secret (by its name or its value), replaced by ***."""
     try:
         parsed = make_url(url)
-        secret = {k: _MASK for k, v in parsed.query.items()
-                  if _SECRET_PARAMETER.search(k) or _SECRET_PARAMETER.search(str(v))}
+        secret = {k: _MASK for k, v in parsed.query.items() if is_secret(k, str(v))}
         shown = parsed.update_query_dict(secret).render_as_string(hide_password=True)
     except Exception:  # an unparseable URL is shown not at all rather than leaked
         return "<database URL>"
