@@ -430,8 +430,11 @@ def report(
     gaps, lineage from bronze to the serving table, and the top customers."""
     from purchases.report import write_report
 
+    # It only reads: a mistyped home is said so, and an embedded database not created yet
+    # stays so (the page shows the lake's figures and an empty serving table).
+    served = not database_not_created()
     path = write_report(state.settings, out_file or state.settings.home / "report.html",
-                        runs=runs)
+                        runs=runs, served=served)
     say(out, f"report written: {path}")
     if open_it:
         import webbrowser

@@ -11,7 +11,16 @@ from typing import Annotated
 
 import typer
 
-from purchases.cli import EXIT_BUSY, _require_writable_home, app, err, out, print_run, state
+from purchases.cli import (
+    EXIT_BUSY,
+    _lake,
+    _require_writable_home,
+    app,
+    err,
+    out,
+    print_run,
+    state,
+)
 from purchases.contract import Reason
 from purchases.render import text
 from purchases.reprocess import SELECTABLE, UNSELECTABLE
@@ -74,6 +83,9 @@ def reprocess(
     from purchases.orchestrator import RunBusy, reprocess_pipeline
 
     chosen, when = _reasons(reasons or []), _day(day)
+    # Quarantined rows are only ever in a lake something was ingested into: a mistyped home
+    # is said so, instead of a new empty home with a run record that selected nothing.
+    _lake(create=False)
     _require_writable_home()
     try:
         with err.status("reprocessing…") as status:

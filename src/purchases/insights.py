@@ -196,8 +196,10 @@ class Lineage:
         return self.rows_in == self.silver_rows + self.quarantine_rows + self.duplicates
 
 
-def lineage(settings: Settings, lake: Lake) -> Lineage:
-    """Counts along bronze -> silver / quarantine -> gold -> staging -> summary."""
+def lineage(settings: Settings, lake: Lake, *, served: bool = True) -> Lineage:
+    """Counts along bronze -> silver / quarantine -> gold -> staging -> summary; with
+    `served` False (an embedded database not created yet, which a reader must not create)
+    the serving figures are zero."""
     from purchases.steps import pending_files  # the one definition of "pending"
 
     commits = commit_log.load_commits(lake)
@@ -209,10 +211,13 @@ def lineage(settings: Settings, lake: Lake) -> Lineage:
         "(SELECT count(*) FROM quarantine) AS quarantine, "
         "(SELECT count(*) FROM gold) AS gold, (SELECT count(*) FROM customers) AS customers",
     )[0]
-    with serving.connect(settings) as db:
-        ledger = db.ledger()
-        staged = db.staged_rows()
-        summary_rows, served = served_totals(db)
+    ledger: list[dict[str, Any]] = []
+    staged, summary_rows, total = 0, 0, Decimal(0)
+    if served:
+        with serving.connect(settings) as db:
+            ledger = db.ledger()
+            staged = db.staged_rows()
+            summary_rows, total = served_totals(db)
     return Lineage(
         bronze_files=len(lake.list_bronze()),
         pending_files=len(pending_files(lake, commits)),
@@ -226,7 +231,7 @@ def lineage(settings: Settings, lake: Lake) -> Lineage:
         staged_rows=staged,
         upserted_rows=sum(int(r["customers"]) for r in ledger),
         summary_rows=summary_rows,
-        total_served=served,
+        total_served=total,
         committed_batches=[c.batch_id for c in commits],
         applied_batches=sorted(int(r["batch_id"]) for r in ledger),
     )

@@ -235,7 +235,7 @@ def test_a_command_without_arguments_shows_its_help_and_no_empty_error(
 
 @pytest.mark.parametrize("args", [
     ("top",), ("db", "current"), ("runs",), ("runs", "show", "r1"), ("rejects",),
-    ("query", "SELECT 1 AS n"),
+    ("query", "SELECT 1 AS n"), ("reprocess",),  # reprocess: nothing to select in no lake
 ])
 def test_a_command_that_only_reads_a_home_that_does_not_exist_says_so_and_creates_nothing(
     cli, tmp_path: Path, args: tuple[str, ...]
@@ -258,6 +258,24 @@ def test_a_command_that_only_reads_a_home_that_does_not_exist_says_so_and_create
     line = one_error_line(cli("top", expect=1, PURCHASES_DATABASE_URL=f"sqlite:///{elsewhere}"))
     assert line.startswith(f"Error: database folder {elsewhere.parent} does not exist"), line
     assert not (tmp_path / "no").exists()
+
+
+def test_report_only_reads_a_mistyped_home_is_said_and_a_database_never_run_is_not_created(
+    cli, tmp_path: Path
+) -> None:
+    typo = tmp_path / "hoem"
+    line = one_error_line(cli("report", "--out", "r.html", expect=1, PURCHASES_HOME=str(typo)))
+    assert line.startswith(f"Error: database folder {typo} does not exist: nothing was run"), line
+    assert not typo.exists() and not (tmp_path / "r.html").exists()
+    # Ingested, never run: the page shows the landed file; the database stays uncreated.
+    home = tmp_path / "home"
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.csv").write_text(HEADER + "1,Ann,Lee,ann@x.io,100,2024-01-10,1.00,AUD\n")
+    cli("ingest", "in", "--date", "2024-01-15")
+    assert "report written" in cli("report", "--out", "r.html").stdout
+    page = (tmp_path / "r.html").read_text()
+    assert 'id="lineage"' in page and "The serving table is empty." in page
+    assert not (home / "purchases.db").exists()
 
 
 @pytest.mark.parametrize("url", ["sqlite://", "sqlite:///:memory:",

@@ -43,14 +43,17 @@ class ReportData:
     top: list[dict[str, Any]]  # insights.top_customers
 
 
-def gather(settings: Settings, *, runs: int = 50) -> ReportData:
+def gather(settings: Settings, *, runs: int = 50, served: bool = True) -> ReportData:
     """Read the figures of the page: the run history, the lake and the serving database.
+    Only reads: a lake that is not there is a ConfigError, not a new empty one.
 
     Args:
         settings: where the lake and the serving database are.
         runs: the latest N runs in detail (0: every run).
+        served: False when the serving database is an embedded file not created yet (a home
+            ingested into but never run): its figures are then empty, and it stays uncreated.
     """
-    lake = Lake(settings.lake_uri)
+    lake = Lake(settings.lake_uri, create=False)
     return ReportData(
         generated_at=datetime.now(UTC).isoformat(timespec="seconds"),
         lake=lake_namespace(settings.lake_uri),
@@ -59,22 +62,22 @@ def gather(settings: Settings, *, runs: int = 50) -> ReportData:
         rejects=insights.rejects_by_reason(lake),
         accepted=insights.accepted_by_day(lake),
         fx_gaps=insights.fx_gaps(lake),
-        lineage=insights.lineage(settings, lake),
-        top=insights.top_customers(settings, TOP_N),
+        lineage=insights.lineage(settings, lake, served=served),
+        top=insights.top_customers(settings, TOP_N) if served else [],
     )
 
 
-def build_report(settings: Settings, *, runs: int = 50) -> str:
-    """The report page as HTML text."""
+def build_report(settings: Settings, *, runs: int = 50, served: bool = True) -> str:
+    """The report page as HTML text (`gather` says what `served` means)."""
     from purchases.report.page import render
 
-    return render(gather(settings, runs=runs))
+    return render(gather(settings, runs=runs, served=served))
 
 
-def write_report(settings: Settings, path: Path, *, runs: int = 50) -> Path:
+def write_report(settings: Settings, path: Path, *, runs: int = 50, served: bool = True) -> Path:
     """Write the report to `path` (its folder created if needed) in one step: a browser that
     has it open never reads half a page. Returns the absolute path written."""
-    html = build_report(settings, runs=runs)
+    html = build_report(settings, runs=runs, served=served)
     target = Path(path).expanduser().resolve()
     if target.exists() and not target.is_file():
         # The page replaces the file in one step (a rename), which would put it in place of
