@@ -42,7 +42,7 @@ from purchases.history import RunRecord, StepRun
 from purchases.pipeline import PIPELINE, Task
 from purchases.step_runner import error_names, finish, new_record, reopen, run_step
 from purchases.steps import REPROCESS_STEP, RunContext, Selection
-from purchases.storage import Lake, parse_bronze_path
+from purchases.storage import Lake, day_parts, parse_bronze_path
 
 
 class RunBusy(PurchasesError):
@@ -143,7 +143,7 @@ def run_input(only_files: list[str] | None, lake: Lake | None = None) -> dict[st
     path: str | None = None
     if only_files and len(only_files) == 1:
         path = lake.url(only_files[0]) if lake is not None else only_files[0]
-    return {"year": f"{day:%Y}", "month": f"{day:%m}", "day": f"{day:%d}", "s3_path": path}
+    return {**day_parts(day), "s3_path": path}
 
 
 def run_pipeline(

@@ -243,6 +243,18 @@ def lake_url_problem(uri: str) -> str | None:
     return None
 
 
+def day_parts(day: date) -> dict[str, str]:
+    """`day` as the year, month and day of a partition path or a run's input: always four,
+    two and two digits (strftime's %Y writes year 999 as "999", a path no listing matches)."""
+    year, month, dom = day.isoformat().split("-")
+    return {"year": year, "month": month, "day": dom}
+
+
+def day_folders(day: date) -> str:
+    """year=YYYY/month=MM/day=DD."""
+    return "/".join(f"{k}={v}" for k, v in day_parts(day).items())
+
+
 class Lake:
     """The lake rooted at a URI; every path handed around is relative to that root."""
 
@@ -320,11 +332,11 @@ class Lake:
 
     @staticmethod
     def bronze_dir(day: date) -> str:
-        return f"bronze/year={day:%Y}/month={day:%m}/day={day:%d}"
+        return "bronze/" + day_folders(day)
 
     @staticmethod
     def gold_dir(day: date) -> str:
-        return f"gold/year={day:%Y}/month={day:%m}/day={day:%d}"
+        return "gold/" + day_folders(day)
 
     # --- reading -------------------------------------------------------------------------
 

@@ -137,6 +137,19 @@ def test_original_layout_files_are_processed(harness) -> None:
     assert harness.silver()[0]["ingestion_date"] == date(2024, 1, 15)
 
 
+def test_a_file_landed_for_a_year_before_1000_is_found_and_run(harness) -> None:
+    """strftime's %Y wrote year 999 as "999": the file landed where no listing looked, and
+    `run` said "no pending files" for ever."""
+    from purchases.orchestrator import run_input
+
+    harness.land("old.csv", HEADER + GOOD, day="0999-12-31")
+    assert harness.lake.list_files("bronze") == ["bronze/year=0999/month=12/day=31/old.csv"]
+    record = harness.run()
+    assert [(f["path"], f["rows_in"]) for f in record.files] == [
+        ("bronze/year=0999/month=12/day=31/old.csv", 1)]
+    assert run_input(["bronze/year=0999/month=12/day=31/old.csv"])["year"] == "0999"
+
+
 def test_landing_is_atomic_and_idempotent(harness) -> None:
     from purchases.bronze import land
 

@@ -63,7 +63,7 @@ from purchases.errors import InputError, PurchasesError, TransientError
 from purchases.history import RunRecord
 from purchases.pipeline import PIPELINE, task
 from purchases.steps import RunContext, StepResult
-from purchases.storage import Lake, parse_bronze_path
+from purchases.storage import Lake, day_parts, parse_bronze_path
 
 STEPS: tuple[str, ...] = (*(t.name for t in PIPELINE), "all")
 SETTING_ARGS: tuple[str, ...] = (
@@ -176,7 +176,7 @@ def lake_path(lake: Lake, path: str) -> str:
 def derived_run_id(day: date | None, rel: str | None) -> str:
     """A run id the steps of one execution agree on without being told (see module doc)."""
     digest = hashlib.sha256(f"{day}|{rel}".encode()).hexdigest()[:12]
-    return f"glue-{day:%Y%m%d}-{digest}" if day else f"glue-{digest}"
+    return f"glue-{day.isoformat().replace('-', '')}-{digest}" if day else f"glue-{digest}"
 
 
 # --- running -------------------------------------------------------------------------------------
@@ -208,8 +208,7 @@ def run(args: dict[str, str | None]) -> dict[str, Any]:
     run_id = args.get("run_id") or derived_run_id(day, rel)
     ctx = RunContext(settings, lake, run_id, only)
     d = day or datetime.now(UTC).date()
-    run_in = {"year": f"{d:%Y}", "month": f"{d:%m}", "day": f"{d:%d}",
-              "s3_path": args.get("s3_path")}
+    run_in = {**day_parts(d), "s3_path": args.get("s3_path")}
     record = step_runner.load_or_start(lake, run_id, PIPELINE, trigger="glue",
                                        run_input=run_in, requested_files=only)
     if step == PIPELINE[0].name:

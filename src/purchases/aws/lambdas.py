@@ -90,7 +90,7 @@ from purchases.errors import ConfigError, InputError, PurchasesError
 from purchases.history import RunRecord, StepRun
 from purchases.pipeline import PIPELINE, RUN_PARAMETERS, SWEEP, TRANSIENT, task
 from purchases.steps import RunContext, pending_files
-from purchases.storage import Lake, parse_bronze_path
+from purchases.storage import Lake, day_parts, parse_bronze_path
 from purchases.triggers import CreatedObject, Skipped, lake_bucket, parse_notifications
 
 log = logging.getLogger(__name__)
@@ -128,7 +128,7 @@ def execution_name(obj: CreatedObject) -> str:
         if stem.lower().endswith(suffix):
             stem = stem[: -len(suffix)]
             break
-    readable = f"{parsed[0]:%Y%m%d}-{stem}" if parsed else stem
+    readable = f"{parsed[0].isoformat().replace('-', '')}-{stem}" if parsed else stem
     room = NAME_MAX - _DIGEST_CHARS - 1
     readable = _NAME_UNSAFE.sub("_", readable)[:room].strip("_-") or "file"
     return f"{readable}-{obj.delivery_id[:_DIGEST_CHARS]}"
@@ -140,8 +140,7 @@ def execution_input(lake: Lake, obj: CreatedObject) -> dict[str, str]:
     if parsed is None:  # parse_notifications passes bronze paths only
         raise InputError(f"{obj.path}: not a bronze path")
     day: date = parsed[0]
-    return {"year": f"{day:%Y}", "month": f"{day:%m}", "day": f"{day:%d}",
-            "s3_path": lake.url(obj.path)}
+    return {**day_parts(day), "s3_path": lake.url(obj.path)}
 
 
 def trigger(event: Any, context: Any = None) -> dict[str, Any]:
