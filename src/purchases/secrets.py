@@ -26,7 +26,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
-from purchases.aws.clients import aws_client
+from purchases.aws.clients import arn_region, aws_client
 from purchases.errors import ConfigError, TransientError
 
 SETTING = "PURCHASES_DATABASE_SECRET_ARN"
@@ -58,7 +58,10 @@ def fetch(secret_id: str) -> Mapping[str, Any]:
         ConfigError: botocore missing, no such secret, access denied, or not a JSON object.
         TransientError: throttled, or Secrets Manager unreachable.
     """
-    client = aws_client("secretsmanager")
+    try:
+        client = aws_client("secretsmanager", region=arn_region(secret_id))
+    except ConfigError as exc:
+        raise ConfigError(f"{SETTING} {secret_id}: {exc}") from None
     from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
 
     where = f"{SETTING} {secret_id}"

@@ -548,6 +548,28 @@ def test_secret_from_secrets_manager_in_the_serving_url(aws_env: str, tmp_path: 
     assert serving.masked_url(url) == "mysql+pymysql://u:***@h:3307/d?charset=utf8mb4"
 
 
+def test_a_secret_is_fetched_from_the_region_its_arn_names(
+    aws_env: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No default region set (a laptop without an AWS profile): the ARN says where the secret
+    is; a bare name then cannot be looked up, and is said so in one line."""
+    arn = boto3.client("secretsmanager", region_name="eu-west-2").create_secret(
+        Name=unique_name("db"), SecretString=json.dumps({
+            "engine": "postgres", "host": "h", "username": "u", "password": "hunter2",
+            "dbname": "d"}))["ARN"]
+    assert ":eu-west-2:" in arn
+    monkeypatch.delenv("AWS_REGION")
+    monkeypatch.delenv("AWS_DEFAULT_REGION")
+    monkeypatch.setenv("AWS_CONFIG_FILE", os.devnull)  # no profile's region either
+    url = secrets.database_url(arn)
+    assert (url.host, url.password) == ("h", "hunter2")
+    with pytest.raises(ConfigError) as refused:
+        secrets.database_url("garbage")
+    assert str(refused.value) == (
+        "PURCHASES_DATABASE_SECRET_ARN garbage: AWS secretsmanager: no region is set: set "
+        "AWS_REGION (or AWS_DEFAULT_REGION, or a region in the AWS profile)")
+
+
 # --- record_failure ------------------------------------------------------------------------------
 
 

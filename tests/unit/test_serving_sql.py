@@ -15,7 +15,7 @@ from sqlalchemy.dialects import mysql, postgresql, sqlite
 
 from purchases import migrations, serving
 from purchases.config import Settings
-from purchases.errors import PermanentError, TransientError
+from purchases.errors import ConfigError, PermanentError, TransientError
 from purchases.serving.dialects import MySQLDialect
 
 NOW = datetime(2024, 1, 15, 12, 0, 0)
@@ -420,3 +420,15 @@ def test_the_sqlite_upsert_reads_staging_in_load_order_the_servers_as_stored() -
         sqlite.dialect())
     assert "ORDER BY" not in render(postgresql.dialect())
     assert "ORDER BY" not in render(mysql_dialect((10, 11, 9), mariadb=True))
+
+
+def test_a_mysql_charset_pymysql_does_not_know_is_a_setting_to_fix() -> None:
+    """PyMySQL fails inside connect with "'NoneType' object has no attribute 'encoding'"."""
+    prepare = MySQLDialect().prepare_url
+    with pytest.raises(ConfigError) as refused:
+        prepare(sa.make_url("mysql+pymysql://root@127.0.0.1/test?charset=bogus"))
+    assert str(refused.value) == ("PURCHASES_DATABASE_URL: charset 'bogus' is not a MySQL "
+                                  "character set; leave it out for utf8mb4")
+    kept = prepare(sa.make_url("mysql+pymysql://root@127.0.0.1/test?charset=latin1"))
+    assert kept.query["charset"] == "latin1"
+    assert prepare(sa.make_url("mysql+pymysql://root@h/t")).query["charset"] == "utf8mb4"

@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 import sqlalchemy as sa
 from sqlalchemy.pool import NullPool
 
-from purchases.errors import TransientError
+from purchases.errors import ConfigError, TransientError
 from purchases.serving.dialects.base import DialectCapabilities, Release
 from purchases.serving.staging import LoadRefused, StagingLoad, csv_bytes
 
@@ -51,9 +51,21 @@ class MySQLDialect(DialectCapabilities):
 
     def prepare_url(self, url: sa.URL) -> sa.URL:
         """utf8mb4 unless the URL names a charset: names are Unicode, and MySQL's legacy utf8
-        (3-byte) would reject or mangle some."""
+        (3-byte) would reject or mangle some.
+
+        Raises:
+            ConfigError: a charset PyMySQL does not know (it would fail inside its connect
+                with an AttributeError that names nothing).
+        """
         if "charset" not in url.query:
-            url = url.update_query_dict({"charset": "utf8mb4"})
+            return url.update_query_dict({"charset": "utf8mb4"})
+        from pymysql.charset import charset_by_name
+
+        given = url.query["charset"]
+        for name in (given,) if isinstance(given, str) else given:
+            if charset_by_name(name) is None:
+                raise ConfigError(f"PURCHASES_DATABASE_URL: charset {name!r} is not a MySQL "
+                                  "character set; leave it out for utf8mb4")
         return url
 
     def describe(self, dialect: sa.Dialect) -> str:
