@@ -43,8 +43,11 @@ CSV reading, and how it matches DuckDB's (``strict_mode``) record by record:
   after the scan numbers a file's records 0, 1, 2... in file order.
 * An empty field, quoted or not, is NULL (as DuckDB reads it).
 
-Known, documented differences (Spark's parser cannot report them):
+Known, documented differences (Spark's parser cannot report them, or DuckDB's forgives):
 
+* A record with more fields than the header where every extra field is empty (``...,AUD,``,
+  ``...,AUD,,""``) is malformed for Spark. DuckDB's reader drops empty trailing fields, even
+  under ``strict_mode``, and reads the record as complete; its values are the same.
 * ``line_number`` of a malformed record is NULL: Spark does not expose line positions.
 * Inside a quoted field Spark turns CRLF into LF; DuckDB keeps CRLF. Standardised values
   (trimmed and collapsed) are identical; only raw values of a *rejected* row can differ.
