@@ -507,6 +507,11 @@ class FolderWatcher:
                  "customers changed=%s (%.1fs)", record.run_id, record.status, len(record.files),
                  c.get("accepted", 0), c.get("rejected", 0), c.get("duplicates", 0),
                  c.get("customers_changed", 0), record.seconds)
+        # A file rejected whole holds no row in those counts: name it, as `purchases run` does.
+        for f in record.files:
+            if f.get("file_rejection"):
+                log.warning("file rejected whole: %s: %s (%s)", f["path"], f["file_rejection"],
+                            f.get("detail") or "")
 
     def _install_signal_handlers(self) -> Callable[[], None]:
         if threading.current_thread() is not threading.main_thread():

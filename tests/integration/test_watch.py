@@ -182,3 +182,20 @@ def test_restarted_watch_runs_files_left_pending(
     assert _processed_names(home) == [sources[0].name]
     lake = Lake(load_settings(home=home).lake_uri)
     assert len([r for r in history.load_all(lake) if r.files]) == 1
+
+
+def test_a_file_rejected_whole_is_named_in_the_log(
+    tmp_path: Path, sources: list[Path], watcher_factory: Callable[..., Watcher]
+) -> None:
+    """Its rows are in no count of the run's summary line, so the line alone hid it."""
+    home, inbox = tmp_path / "home", tmp_path / "inbox"
+    w = watcher_factory("--settle", "0.3", "--debounce", "0.5")
+    (inbox / "zero.csv").write_bytes(b"")
+    shutil.copy(sources[0], inbox / sources[0].name)
+    w.wait_for(lambda: " succeeded: 2 file(s)" in w.log, "the run")
+    assert w.stop() == 0, w.log
+    rejected = [line for line in w.lines if "file rejected whole" in line]
+    assert len(rejected) == 1, w.log
+    assert "file rejected whole: bronze/year=" in rejected[0], w.log
+    assert "/zero.csv: empty (" in rejected[0], w.log
+    assert sorted(_processed_names(home)) == sorted(["zero.csv", sources[0].name])
