@@ -227,6 +227,10 @@ def checked_sql(
     WHEN purchase_date IS NULL THEN '{Reason.INVALID_PURCHASE_DATE}'
     WHEN purchase_date > ingestion_date + INTERVAL 1 DAY THEN '{Reason.FUTURE_PURCHASE_DATE}'
     WHEN s_amount IS NULL THEN '{Reason.MISSING_AMOUNT}'
+    WHEN amount_wide IS NULL AND {_matches("s_amount", AMOUNT_PATTERN)}
+      -- A plain decimal of more digits than even the wide type holds.
+      THEN CASE WHEN s_amount LIKE '-%' THEN '{Reason.NEGATIVE_AMOUNT}'
+                ELSE '{Reason.AMOUNT_TOO_LARGE}' END
     WHEN amount_wide IS NULL THEN '{Reason.INVALID_AMOUNT}'
     WHEN amount_wide < 0 THEN '{Reason.NEGATIVE_AMOUNT}'
     WHEN amount_wide > {limit} THEN '{Reason.AMOUNT_TOO_LARGE}'

@@ -57,6 +57,12 @@ CASES = [
     (fields(amount="1.00000"), Reason.INVALID_AMOUNT),
     (fields(amount="-12.50"), Reason.NEGATIVE_AMOUNT),
     (fields(amount="1000000.0001"), Reason.AMOUNT_TOO_LARGE),
+    # More digits than even DECIMAL(38,4) holds: still a plain decimal, so still too large
+    # (it was invalid_amount from 35 digits on), and negative before that.
+    (fields(amount="9" * 35), Reason.AMOUNT_TOO_LARGE),
+    (fields(amount="9" * 60 + ".25"), Reason.AMOUNT_TOO_LARGE),
+    (fields(amount="-" + "9" * 35), Reason.NEGATIVE_AMOUNT),
+    (fields(amount="9" * 35 + "x"), Reason.INVALID_AMOUNT),
     (fields(currency=""), Reason.MISSING_CURRENCY),
     (fields(currency="XYZ"), Reason.UNKNOWN_CURRENCY),
 ]
