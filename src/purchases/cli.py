@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import shlex
 import signal
 import sys
@@ -135,14 +136,21 @@ def database_not_created() -> bool:
     return not file.exists()
 
 
+_ISO_DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+
+
 def _day(value: str | date) -> date:
-    """A YYYY-MM-DD option value; a bad one is a usage error (exit 2) naming the option."""
+    """A YYYY-MM-DD option value; a bad one is a usage error (exit 2) naming the option.
+    Only that form: Python's fromisoformat would also take 20240115 and 2024-W03-1, which
+    the message (and purchase_date's rule) do not."""
     if isinstance(value, date):
         return value
     try:
-        return date.fromisoformat(value)
+        if _ISO_DAY.fullmatch(value):
+            return date.fromisoformat(value)
     except ValueError:
-        raise typer.BadParameter(f"{value!r} is not a date YYYY-MM-DD") from None
+        pass
+    raise typer.BadParameter(f"{value!r} is not a date YYYY-MM-DD") from None
 
 
 def _ingestion_day(value: str | date) -> date:

@@ -5,7 +5,6 @@ Registered on the main app by cli.py (one import line); the output is `cli.print
 
 from __future__ import annotations
 
-import re
 from datetime import date
 from typing import Annotated
 
@@ -13,6 +12,7 @@ import typer
 
 from purchases.cli import (
     EXIT_BUSY,
+    _day,
     _lake,
     _require_writable_home,
     app,
@@ -41,17 +41,6 @@ def _reasons(values: list[str]) -> list[str]:
     return values
 
 
-def _day(value: str | None) -> date | None:
-    if value is None:
-        return None
-    try:
-        if re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", value):
-            return date.fromisoformat(value)
-    except ValueError:
-        pass
-    raise typer.BadParameter(f"{value!r} is not a date YYYY-MM-DD", param_hint="--date")
-
-
 @app.command()
 def reprocess(
     reasons: Annotated[
@@ -63,7 +52,9 @@ def reprocess(
         ),
     ] = None,
     day: Annotated[
-        str | None, typer.Option("--date", help="Only rows of this ingestion date YYYY-MM-DD.")
+        date | None,
+        typer.Option("--date", parser=_day, metavar="YYYY-MM-DD",
+                     help="Only rows of this ingestion date."),
     ] = None,
     wait: Annotated[
         bool, typer.Option("--wait/--no-wait", help="Wait for a run in progress, or exit 3.")
@@ -82,7 +73,7 @@ def reprocess(
     """
     from purchases.orchestrator import RunBusy, reprocess_pipeline
 
-    chosen, when = _reasons(reasons or []), _day(day)
+    chosen, when = _reasons(reasons or []), day
     # Quarantined rows are only ever in a lake something was ingested into: a mistyped home
     # is said so, instead of a new empty home with a run record that selected nothing.
     _lake(create=False)

@@ -199,6 +199,11 @@ def test_a_future_ingestion_date_is_a_usage_error(in_process, tmp_path: Path) ->
     [
         (("ingest", ".", "--date", "2024-13-45"), "'2024-13-45' is not a date YYYY-MM-DD"),
         (("rejects", "--date", "yesterday"), "'yesterday' is not a date"),
+        # Python's fromisoformat takes these; the message and purchase_date's rule do not.
+        (("ingest", ".", "--date", "20240115"), "'20240115' is not a date YYYY-MM-DD"),
+        (("rejects", "--date", "2024-W03-1"), "'2024-W03-1' is not a date YYYY-MM-DD"),
+        (("reprocess", "--date", "20240115"), "'20240115' is not a date YYYY-MM-DD"),
+        (("generate", "--out", "g", "--start", "20240115"), "'20240115' is not a date"),
         (("generate", "--out", "g", "--start", "2024-99-01"), "--start"),
         (("top", "-n", "99999999999999999999"), "less than or equal to 1000000"),
         (("rejects", "--limit", "99999999999999999999"), "--limit"),
