@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import re
 import shlex
 import signal
 import sys
 import tempfile
 import threading
+from collections.abc import Callable
 from dataclasses import asdict
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -153,6 +155,22 @@ def _day(value: str | date) -> date:
     raise typer.BadParameter(f"{value!r} is not a date YYYY-MM-DD") from None
 
 
+def _between(low: float, high: float) -> Callable[[str | float], float]:
+    """A parser of a number from `low` to `high`. Not typer's min/max: a NaN compares false
+    with both, and was refused as "less than or equal to 1"."""
+
+    def parse(value: str | float) -> float:
+        try:
+            number = float(value)
+        except ValueError:
+            number = math.nan
+        if not low <= number <= high:  # NaN fails too
+            raise typer.BadParameter(f"{value!r} is not a number from {low:g} to {high:g}")
+        return number
+
+    return parse
+
+
 def _ingestion_day(value: str | date) -> date:
     """An ingestion date: not after today (UTC), or the future-purchase rule is void."""
     day, today = _day(value), datetime.now(UTC).date()
@@ -235,8 +253,8 @@ def watch(
     settle: Annotated[
         float,
         typer.Option(
-            min=0.0,
-            max=3600.0,
+            parser=_between(0, 3600),
+            metavar="0..3600",
             help="Seconds a file's size and mtime must stay unchanged before it is "
             "taken (write to x.part and rename to skip the wait).",
         ),
@@ -244,8 +262,8 @@ def watch(
     debounce: Annotated[
         float,
         typer.Option(
-            min=0.0,
-            max=3600.0,
+            parser=_between(0, 3600),
+            metavar="0..3600",
             help="Quiet seconds after the last landed file before a run starts: files "
             "arriving together are run together.",
         ),
@@ -484,7 +502,8 @@ def generate(
     days: Annotated[int, typer.Option(min=1, max=MAX_DAYS, help="Number of ingestion days.")] = 7,
     seed: Annotated[int, typer.Option(help="Random seed (same seed, same files).")] = 42,
     bad_ratio: Annotated[
-        float, typer.Option(min=0.0, max=1.0, help="Share of bad rows per day.")
+        float, typer.Option(parser=_between(0, 1), metavar="0..1",
+                            help="Share of bad rows per day.")
     ] = 0.02,
     start: Annotated[
         date, typer.Option(parser=_day, metavar="YYYY-MM-DD", help="First ingestion date.")
@@ -530,7 +549,8 @@ def demo(
     rows: Annotated[int, typer.Option(min=1, max=MAX_ROWS * 10, help="Rows per day.")] = 15_000,
     days: Annotated[int, typer.Option(min=1, max=MAX_DAYS, help="Number of days.")] = 7,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 42,
-    bad_ratio: Annotated[float, typer.Option(min=0.0, max=1.0)] = 0.02,
+    bad_ratio: Annotated[float, typer.Option(parser=_between(0, 1), metavar="0..1",
+                                             help="Share of bad rows per day.")] = 0.02,
 ) -> None:
     """Generate sample data, ingest and run it day by day, then show the top 5 customers.
 

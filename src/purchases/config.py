@@ -49,7 +49,7 @@ class Settings(BaseSettings):
     max_amount: Decimal = DEFAULT_MAX_AMOUNT
     """Largest accepted amount, in the purchase's own currency."""
 
-    memory_limit: ByteSize = Field(default=ByteSize(10**9), ge=64 << 20)
+    memory_limit: ByteSize = Field(default=ByteSize(10**9))
     """Memory the process may use before DuckDB spills to disk (`1GB`, `512MiB`, bytes)."""
 
     max_record_bytes: int = Field(default=DEFAULT_MAX_RECORD_BYTES, ge=256, le=64 << 20)
@@ -94,6 +94,25 @@ class Settings(BaseSettings):
     @classmethod
     def _expand_local_lake(cls, value: str | None) -> str | None:
         return os.path.expanduser(value) if value and "://" not in value else value
+
+    @field_validator("memory_limit", mode="before")
+    @classmethod
+    def _a_size(cls, value: object) -> object:
+        # pydantic's ByteSize reads only a leading number and unit: "100%" would be 100 bytes.
+        if isinstance(value, str) and not re.fullmatch(r"\s*[0-9]*\.?[0-9]+\s*[A-Za-z]*\s*",
+                                                        value):
+            raise ValueError(f"{value!r} is not a size: give one such as 1GB, 512MiB or a "
+                             "number of bytes")
+        return value
+
+    @field_validator("memory_limit")
+    @classmethod
+    def _enough_memory(cls, value: ByteSize) -> ByteSize:
+        # Said in units: pydantic's own "greater than or equal to 67108864" reads as a riddle.
+        if value < 64 << 20:
+            raise ValueError(f"{value} bytes is too little: give at least 64MiB, as a size "
+                             "such as 1GB or 512MiB")
+        return value
 
     @field_validator("max_amount")
     @classmethod

@@ -20,6 +20,19 @@ def test_a_memory_limit_that_is_no_usable_size_is_refused_by_name(given: str) ->
         load_settings(memory_limit=given)
 
 
+@pytest.mark.parametrize(("given", "said"), [
+    # pydantic read the leading number alone: 100 bytes, 1 GB.
+    ("100%", "'100%' is not a size: give one such as 1GB, 512MiB or a number of bytes"),
+    ("1GB!", "'1GB!' is not a size: give one such as 1GB, 512MiB or a number of bytes"),
+    # Said in units, not as pydantic's "greater than or equal to 67108864".
+    ("1000", "1000 bytes is too little: give at least 64MiB, as a size such as 1GB or 512MiB"),
+])
+def test_a_memory_limit_refusal_says_what_a_size_is(given: str, said: str) -> None:
+    with pytest.raises(ConfigError) as refused:
+        load_settings(memory_limit=given)
+    assert str(refused.value) == f"invalid setting PURCHASES_MEMORY_LIMIT: {said}"
+
+
 def test_an_empty_variable_means_the_default(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
     for name in ("MEMORY_LIMIT", "LAKE", "ENGINE", "MAX_AMOUNT", "DATABASE_URL"):
         monkeypatch.setenv(f"PURCHASES_{name}", "")  # `export PURCHASES_LAKE=` in a shell
