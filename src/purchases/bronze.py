@@ -97,6 +97,8 @@ def source_files(paths: list[Path]) -> list[Path]:
             if not p.name.lower().endswith(BRONZE_FILE_SUFFIXES):
                 raise InputError(f"{p}: not a .csv or .csv.gz file")
             found.append(p)
+        elif p.exists():  # /dev/null, a FIFO, a socket: nothing to copy whole and hash
+            raise InputError(f"{p}: not a regular file or a folder")
         else:
             raise InputError(f"{p}: no such file or folder")
     return found

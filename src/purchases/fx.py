@@ -56,7 +56,8 @@ def load_fx_rates(path: Path | None = None) -> list[FxRate]:
         if not _RATE.match(row["rate_to_aud"]):
             raise InputError(
                 f"FX table {path}, line {line}: rate_to_aud {row['rate_to_aud']!r} must be a "
-                "plain decimal with at most 8 decimal places"
+                "positive plain decimal of at most 10 integer digits and 8 decimal places "
+                "(DECIMAL(18,8))"
             )
         try:
             rate = Decimal(row["rate_to_aud"])

@@ -79,6 +79,7 @@ def test_ingest_run_top_rejects_runs_query(cli, tmp_path: Path) -> None:
     ("args", "message", "code"),
     [
         (("ingest", "nope.csv"), "nope.csv: no such file or folder", 1),
+        (("ingest", "/dev/null"), "/dev/null: not a regular file or a folder", 1),  # it exists
         (("ingest", ".", "--date", "2024-13-01"), "'2024-13-01' is not a date YYYY-MM-DD", 2),
         (("query", "SELECT * FROM nowhere"), "nowhere", 1),
         (("runs", "show", "missing"), "no run 'missing'", 1),
