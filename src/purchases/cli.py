@@ -271,8 +271,8 @@ def watch(
 ) -> None:
     """Watch a folder: land each complete new CSV in bronze under its arrival date, then run.
 
-    Landed files move to <inbox>/.landed/<date>/. Ctrl-C or SIGTERM stops after the current
-    run.
+    Landed files move to <inbox>/.landed/<date>/.
+    Ctrl-C or SIGTERM stops after the current run.
     """
     from purchases.triggers import WatchOptions, log_to_stderr, watch_folder
 
@@ -554,8 +554,8 @@ def demo(
 ) -> None:
     """Generate sample data, ingest and run it day by day, then show the top 5 customers.
 
-    Only into a new or empty home with its own lake and SQLite file: sample customers must
-    never merge into real data.
+    Only into a new or empty home with its own lake and SQLite file:
+    sample customers must never merge into real data.
     """
     from purchases.generate import generate as write_files
     from purchases.orchestrator import run_pipeline

@@ -78,7 +78,8 @@ def package(
     Needs the project's source checkout and the package registry.
     pip downloads the Lambda zip's dependencies for python3.12 on x86_64.
     The same source and dependencies give the same bytes.
-    Upload the folder to s3://<ArtifactsBucket>/<ArtifactsPrefix>/ (README: Deploy to AWS).
+    Upload the folder to s3://<ArtifactsBucket>/<ArtifactsPrefix>/
+    (README: Deploy to AWS).
     """
     from purchases.aws import package as packaging
 
@@ -105,7 +106,8 @@ def sync(
 
     Creates the database and the silver, quarantine and gold tables if missing.
     Registers the partition of every published batch (one per batch and day).
-    Drops partitions of superseded (reprocessed) files, and any no commit publishes.
+    Drops partitions of superseded (reprocessed) files,
+    and any partition no commit publishes.
     A second run changes nothing.
     """
     from purchases.aws import glue_catalog

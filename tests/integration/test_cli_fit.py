@@ -132,3 +132,26 @@ def test_demo_and_run_lines_wrap_between_words(demo: dict, tmp_path: Path) -> No
     assert sum(int(v) for v in reasons.values()) == record["rejected"]
     for reason, count in reasons.items():
         assert any(f"{reason}={count}" in line for line in run.splitlines()), reason
+
+
+def _commands(command, path=()):
+    yield path, command
+    for name, sub in getattr(command, "commands", {}).items():  # a group (typer's own click)
+        yield from _commands(sub, (*path, name))
+
+
+def test_help_paragraphs_break_only_where_their_lines_end_at_80_columns() -> None:
+    """Rich keeps a docstring's line breaks after its first paragraph: a line longer than
+    the 80-column help box wrapped, then broke again, leaving a word or two on a line."""
+    import typer
+
+    from purchases.cli import app
+
+    too_long, seen = [], []
+    for path, command in _commands(typer.main.get_command(app)):
+        seen.append(" ".join(path))
+        paragraphs = (command.help or "").split("\n\n")[1:]
+        too_long += [(" ".join(path), line) for p in paragraphs for line in p.splitlines()
+                     if len(line.strip()) > 76]  # 80 columns less the box's margins
+    assert {"watch", "demo", "aws package", "db current"} <= set(seen)
+    assert too_long == []
