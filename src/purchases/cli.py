@@ -407,8 +407,9 @@ def runs_show(
         f"started={record.started_at}  finished={record.finished_at}  "
         f"seconds={record.seconds}",
     )
-    if record.input:
-        say_wrapped(out, "input: " + "  ".join(f"{k}={v}" for k, v in record.input.items()))
+    given = {k: v for k, v in (record.input or {}).items() if v is not None}  # not "=None"
+    if given:
+        say_wrapped(out, "input: " + "  ".join(f"{k}={v}" for k, v in given.items()))
     for what, items in record.recovered.items():
         say_wrapped(out, f"recovered first: {what.replace('_', ' ')}: {', '.join(map(str, items))}")
     if record.failed_step:
