@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import re
 import shlex
 import signal
@@ -155,20 +154,16 @@ def _day(value: str | date) -> date:
     raise typer.BadParameter(f"{value!r} is not a date YYYY-MM-DD") from None
 
 
-def _between(low: float, high: float) -> Callable[[str | float], float]:
-    """A parser of a number from `low` to `high`. Not typer's min/max: a NaN compares false
-    with both, and was refused as "less than or equal to 1"."""
+def _between(low: float, high: float) -> Callable[[float], float]:
+    """A callback refusing a number outside `low`..`high`. Not typer's min/max: a NaN
+    compares false with both, and was refused as "less than or equal to 1"."""
 
-    def parse(value: str | float) -> float:
-        try:
-            number = float(value)
-        except ValueError:
-            number = math.nan
-        if not low <= number <= high:  # NaN fails too
-            raise typer.BadParameter(f"{value!r} is not a number from {low:g} to {high:g}")
-        return number
+    def check(value: float) -> float:
+        if not low <= value <= high:  # NaN fails too
+            raise typer.BadParameter(f"{value:g} is not a number from {low:g} to {high:g}")
+        return value
 
-    return parse
+    return check
 
 
 def _ingestion_day(value: str | date) -> date:
@@ -253,7 +248,7 @@ def watch(
     settle: Annotated[
         float,
         typer.Option(
-            parser=_between(0, 3600),
+            callback=_between(0, 3600),
             metavar="0..3600",
             help="Seconds a file's size and mtime must stay unchanged before it is "
             "taken (write to x.part and rename to skip the wait).",
@@ -262,7 +257,7 @@ def watch(
     debounce: Annotated[
         float,
         typer.Option(
-            parser=_between(0, 3600),
+            callback=_between(0, 3600),
             metavar="0..3600",
             help="Quiet seconds after the last landed file before a run starts: files "
             "arriving together are run together.",
@@ -457,8 +452,8 @@ def report(
     gaps, lineage from bronze to the serving table, and the top customers."""
     from purchases.report import write_report
 
-    # It only reads: a mistyped home is said so, and an embedded database not created yet
-    # stays so (the page shows the lake's figures and an empty serving table).
+    # A mistyped home is said so, as `top` does; in a home never run the page says "no runs
+    # yet", and an embedded database not created yet stays so (its figures are empty).
     served = not database_not_created()
     path = write_report(state.settings, out_file or state.settings.home / "report.html",
                         runs=runs, served=served)
@@ -503,7 +498,7 @@ def generate(
     days: Annotated[int, typer.Option(min=1, max=MAX_DAYS, help="Number of ingestion days.")] = 7,
     seed: Annotated[int, typer.Option(help="Random seed (same seed, same files).")] = 42,
     bad_ratio: Annotated[
-        float, typer.Option(parser=_between(0, 1), metavar="0..1",
+        float, typer.Option(callback=_between(0, 1), metavar="0..1",
                             help="Share of bad rows per day.")
     ] = 0.02,
     start: Annotated[
@@ -550,7 +545,7 @@ def demo(
     rows: Annotated[int, typer.Option(min=1, max=MAX_ROWS * 10, help="Rows per day.")] = 15_000,
     days: Annotated[int, typer.Option(min=1, max=MAX_DAYS, help="Number of days.")] = 7,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 42,
-    bad_ratio: Annotated[float, typer.Option(parser=_between(0, 1), metavar="0..1",
+    bad_ratio: Annotated[float, typer.Option(callback=_between(0, 1), metavar="0..1",
                                              help="Share of bad rows per day.")] = 0.02,
 ) -> None:
     """Generate sample data, ingest and run it day by day, then show the top 5 customers.

@@ -194,8 +194,10 @@ def test_report_of_an_empty_home_and_careless_flags(tmp_path: Path, browser) -> 
         assert "Traceback" not in proc.stdout + proc.stderr
         return proc
 
+    (tmp_path / "home").mkdir()  # a home not there at all is a mistyped one (test_cli_errors)
     cli("report")
     html = tmp_path / "home" / "report.html"
+    assert not (tmp_path / "home" / "purchases.db").exists()  # a reader creates no database
     page, seen = open_report(browser, html, 1280, 900)
     assert seen["console"] == [] and seen["requests"] == [html.as_uri()]
     assert "No runs yet" in page.text_content("#runs-section")

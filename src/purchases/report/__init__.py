@@ -45,7 +45,6 @@ class ReportData:
 
 def gather(settings: Settings, *, runs: int = 50, served: bool = True) -> ReportData:
     """Read the figures of the page: the run history, the lake and the serving database.
-    Only reads: a lake that is not there is a ConfigError, not a new empty one.
 
     Args:
         settings: where the lake and the serving database are.
@@ -53,7 +52,7 @@ def gather(settings: Settings, *, runs: int = 50, served: bool = True) -> Report
         served: False when the serving database is an embedded file not created yet (a home
             ingested into but never run): its figures are then empty, and it stays uncreated.
     """
-    lake = Lake(settings.lake_uri, create=False)
+    lake = Lake(settings.lake_uri)
     return ReportData(
         generated_at=datetime.now(UTC).isoformat(timespec="seconds"),
         lake=lake_namespace(settings.lake_uri),
