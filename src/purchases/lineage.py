@@ -35,7 +35,7 @@ from purchases import __version__
 from purchases.config import Settings
 from purchases.contract import SUMMARY_TABLE
 from purchases.history import RunRecord
-from purchases.masking import shown_url
+from purchases.masking import MASK, is_secret, scrubbed, shown_url
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +96,8 @@ def emit(settings: Settings, record: RunRecord, event_type: EventType) -> None:
         client.emit(run_event(settings, record, event_type))
     except Exception as exc:  # noqa: BLE001 - lineage must never fail a run
         _warn_once("emit", f"OpenLineage: cannot send the {event_type} event of run "
-                   f"{record.run_id} ({_where(config)}): {type(exc).__name__}: {exc}; "
+                   f"{record.run_id} ({_where(config)}): {type(exc).__name__}: "
+                   f"{_shown_error(exc, config)}; "
                    "the run goes on (this warning is shown once)")
 
 
@@ -106,6 +107,22 @@ def _where(config: dict[str, Any]) -> str:
     if config.get("type") == "file":
         return f"{FILE_ENV}={config['log_file_path']}"
     return "the OPENLINEAGE_* configuration"
+
+
+def _shown_error(exc: Exception, config: dict[str, Any]) -> str:
+    """The client's message without the secrets of its configuration: it quotes the URL it
+    was given (a malformed one whole) or the path and query it sent."""
+    text = str(exc)
+    if config.get("type") == "http":
+        return scrubbed(text, config["url"])
+    for name, value in os.environ.items():  # the client's own configuration
+        if not name.startswith("OPENLINEAGE"):
+            continue
+        if name.endswith("URL"):
+            text = scrubbed(text, value)
+        elif is_secret(name, "") and len(value) >= 3:  # OPENLINEAGE_API_KEY and the like
+            text = text.replace(value, MASK)
+    return text
 
 
 def _warn_once(key: str, message: str) -> None:

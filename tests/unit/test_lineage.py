@@ -339,6 +339,26 @@ def test_a_dead_endpoint_or_an_unwritable_file_never_fails_a_run(
     assert len(warnings) == 1 and str(tmp_path) in warnings[0]
 
 
+@pytest.mark.parametrize("env", [lineage.URL_ENV, "OPENLINEAGE_URL"])
+@pytest.mark.parametrize(("url", "shown"), [
+    ("user:s3cr3t@127.0.0.1:9", "***@127.0.0.1:9"),  # no scheme: the client refuses it ...
+    ("http:user:s3cr3t@127.0.0.1", "***@127.0.0.1"),  # ... and quotes it whole
+    ("127.0.0.1:9/x?api_key=s3cr3t", "127.0.0.1:9/x?api_key=***"),
+])
+def test_a_malformed_lineage_url_is_warned_of_without_its_secrets(
+    harness, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+    clean_lineage: None, env: str, url: str, shown: str,
+) -> None:
+    caplog.set_level(logging.WARNING, logger="purchases.lineage")
+    monkeypatch.setenv(env, url)
+    monkeypatch.setenv("OPENLINEAGE_API_KEY", "s3cr3t")
+    harness.land("a.csv", HEADER + "1,Ann,Lee,ann@x.io,100,2024-01-10,10.00,AUD\n")
+    assert harness.run().status == "succeeded"
+    warnings = [r.getMessage() for r in caplog.records if r.name == "purchases.lineage"]
+    assert len(warnings) == 1 and "the run goes on" in warnings[0], warnings
+    assert "s3cr3t" not in warnings[0] and f"passed {shown};" in warnings[0], warnings
+
+
 def test_without_the_lineage_extra_a_run_warns_once_and_goes_on(
     harness, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
     clean_lineage: None,
