@@ -29,6 +29,7 @@ from typing import Any
 
 import fsspec
 from fsspec.core import url_to_fs
+from fsspec.registry import known_implementations
 
 from purchases.contract import BRONZE_FILE_SUFFIXES
 from purchases.errors import ConfigError, PermanentError, PurchasesError, TransientError
@@ -213,20 +214,27 @@ def not_a_folder(path: str | os.PathLike[str], *, missing: str = "does not exist
 
 
 _LAKE_HINT = "a lake (--lake, PURCHASES_LAKE) is a local folder or s3://bucket/prefix"
-_ONE_SLASH = re.compile(r"[A-Za-z][A-Za-z0-9+.-]+:/(?!/)")  # s3:/x; not a drive letter, C:/x
+# `s3:/x`, `file:`, `memory:x`: a scheme fsspec knows without its two slashes (fsspec takes
+# some for a local folder named "s3:", others for the current folder). Not a drive letter.
+_NO_TWO_SLASHES = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]+):(?P<slash>/?)(?!/)")
 
 
 def lake_url_problem(uri: str) -> str | None:
     """Why a lake URL names no lasting, writable place (None when it may): checked before
     fsspec reads it, which takes `file://` for the current folder and `s3:/x` for a local
     folder named `s3:`."""
-    if _ONE_SLASH.match(uri):
-        return "looks like a URL with one slash after the scheme (s3://bucket/prefix has two)"
+    bad = _NO_TWO_SLASHES.match(uri)
+    if bad and bad["scheme"].lower() in known_implementations:
+        slashes = "one slash" if bad["slash"] else "no slashes"
+        return f"looks like a URL with {slashes} after the scheme (s3://bucket/prefix has two)"
     scheme, sep, rest = uri.partition("://")
     if not sep:
         return None
     scheme = scheme.lower()
     authority = rest.split("/", 1)[0]
+    if scheme in ("file", "local") and authority:
+        # fsspec reads file://localhost/p and file://p as the relative path localhost/p, p
+        return f"names a host or a relative path: give {scheme}:///absolute/path, or the path"
     if "@" in authority:
         return ("carries credentials (user:password@): give them the store's own way, for S3 "
                 "the AWS environment variables, a profile or a role")

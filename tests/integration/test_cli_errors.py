@@ -317,6 +317,13 @@ def test_a_lake_of_an_unsupported_kind_is_one_line_naming_it(cli, lake: str, sai
     ("s3:///lake", "names no bucket: give s3://bucket/prefix"),
     ("s3:/bucket/lake",
      "looks like a URL with one slash after the scheme (s3://bucket/prefix has two)"),
+    ("file:", "looks like a URL with no slashes after the scheme (s3://bucket/prefix has two)"),
+    ("s3:", "looks like a URL with no slashes after the scheme (s3://bucket/prefix has two)"),
+    ("memory:lake",
+     "looks like a URL with no slashes after the scheme (s3://bucket/prefix has two)"),
+    ("file://localhost/lake",  # fsspec: ./localhost/lake
+     "names a host or a relative path: give file:///absolute/path, or the path"),
+    ("file://lake", "names a host or a relative path: give file:///absolute/path, or the path"),
     ("memory://lake", "is in this process's memory: nothing would be kept between commands"),
     ("https://example.com/lake", "is read-only over HTTP(S): a lake is written to"),
 ])
