@@ -184,6 +184,11 @@ class Lineage:
     committed_batches: list[int] = field(default_factory=list)
     applied_batches: list[int] = field(default_factory=list)
 
+    @classmethod
+    def empty(cls) -> Lineage:
+        """The lineage of a lake nothing was ingested into."""
+        return cls(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, Decimal(0))
+
     @property
     def unapplied_batches(self) -> list[int]:
         """Committed batches the serving ledger has not applied (empty: all served)."""

@@ -187,8 +187,9 @@ def test_report_of_an_empty_home_and_careless_flags(tmp_path: Path, browser) -> 
     env = {k: v for k, v in os.environ.items() if not k.startswith("PURCHASES_")}
     env["PURCHASES_HOME"] = str(tmp_path / "home")
 
-    def cli(*args: str, expect: int = 0) -> subprocess.CompletedProcess:
-        proc = subprocess.run([PURCHASES, *args], capture_output=True, text=True, env=env,
+    def cli(*args: str, expect: int = 0, lake: str | None = None) -> subprocess.CompletedProcess:
+        options = ["--lake", lake] if lake else []
+        proc = subprocess.run([PURCHASES, *options, *args], capture_output=True, text=True, env=env,
                               cwd=tmp_path, timeout=120)
         assert proc.returncode == expect, (proc.stdout, proc.stderr)
         assert "Traceback" not in proc.stdout + proc.stderr
@@ -198,6 +199,11 @@ def test_report_of_an_empty_home_and_careless_flags(tmp_path: Path, browser) -> 
     cli("report")
     html = tmp_path / "home" / "report.html"
     assert not (tmp_path / "home" / "purchases.db").exists()  # a reader creates no database
+    assert not (tmp_path / "home" / "lake").exists()  # nor a lake (reprocess would use it)
+    err = cli("report", "--out", str(tmp_path / "r.html"), expect=1, lake="typo").stderr
+    assert err.strip() == ("Error: lake typo does not exist: nothing was ingested there (check "
+                           "--home / PURCHASES_HOME, or --lake / PURCHASES_LAKE)"), err
+    assert not (tmp_path / "typo").exists() and not (tmp_path / "r.html").exists()
     page, seen = open_report(browser, html, 1280, 900)
     assert seen["console"] == [] and seen["requests"] == [html.as_uri()]
     assert "No runs yet" in page.text_content("#runs-section")

@@ -52,7 +52,9 @@ def gather(settings: Settings, *, runs: int = 50, served: bool = True) -> Report
         served: False when the serving database is an embedded file not created yet (a home
             ingested into but never run): its figures are then empty, and it stays uncreated.
     """
-    lake = Lake(settings.lake_uri)
+    if settings.lake is None and not Path(settings.lake_uri).exists():
+        return _nothing_ingested(settings, served=served)
+    lake = Lake(settings.lake_uri, create=False)  # a mistyped --lake is said so, not made
     return ReportData(
         generated_at=datetime.now(UTC).isoformat(timespec="seconds"),
         lake=lake_namespace(settings.lake_uri),
@@ -62,6 +64,22 @@ def gather(settings: Settings, *, runs: int = 50, served: bool = True) -> Report
         accepted=insights.accepted_by_day(lake),
         fx_gaps=insights.fx_gaps(lake),
         lineage=insights.lineage(settings, lake, served=served),
+        top=insights.top_customers(settings, TOP_N) if served else [],
+    )
+
+
+def _nothing_ingested(settings: Settings, *, served: bool) -> ReportData:
+    """The figures of a home whose lake has not been created yet (nothing ingested): none,
+    read without creating the lake; the serving database may still hold a table."""
+    return ReportData(
+        generated_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        lake=lake_namespace(settings.lake_uri),
+        database=database_namespace(settings.db_url),
+        runs=insights.Shown([], 0),
+        rejects=[],
+        accepted=[],
+        fx_gaps=[],
+        lineage=insights.Lineage.empty(),
         top=insights.top_customers(settings, TOP_N) if served else [],
     )
 
