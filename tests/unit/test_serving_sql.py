@@ -422,13 +422,23 @@ def test_the_sqlite_upsert_reads_staging_in_load_order_the_servers_as_stored() -
     assert "ORDER BY" not in render(mysql_dialect((10, 11, 9), mariadb=True))
 
 
-def test_a_mysql_charset_pymysql_does_not_know_is_a_setting_to_fix() -> None:
-    """PyMySQL fails inside connect with "'NoneType' object has no attribute 'encoding'"."""
+@pytest.mark.parametrize(("charset", "said"), [
+    # PyMySQL fails inside connect: "'NoneType' object has no attribute 'encoding'" ...
+    ("bogus", "is not a MySQL character set"),
+    ("utf16", "is a MySQL character set that cannot be a connection's (MySQL refuses it)"),
+    ("UCS2", "is a MySQL character set that cannot be a connection's (MySQL refuses it)"),
+    ("utf32", "is a MySQL character set that cannot be a connection's (MySQL refuses it)"),
+    # ... or with "LookupError: unknown encoding: binary".
+    ("binary", "is bytes, not text: names and emails would not be text"),
+])
+def test_a_mysql_charset_the_client_cannot_talk_in_is_a_setting_to_fix(
+    charset: str, said: str
+) -> None:
     prepare = MySQLDialect().prepare_url
     with pytest.raises(ConfigError) as refused:
-        prepare(sa.make_url("mysql+pymysql://root@127.0.0.1/test?charset=bogus"))
-    assert str(refused.value) == ("PURCHASES_DATABASE_URL: charset 'bogus' is not a MySQL "
-                                  "character set; leave it out for utf8mb4")
+        prepare(sa.make_url(f"mysql+pymysql://root@127.0.0.1/test?charset={charset}"))
+    assert str(refused.value) == (f"PURCHASES_DATABASE_URL: charset {charset!r} {said}; leave "
+                                  "it out for utf8mb4")
     kept = prepare(sa.make_url("mysql+pymysql://root@127.0.0.1/test?charset=latin1"))
     assert kept.query["charset"] == "latin1"
     assert prepare(sa.make_url("mysql+pymysql://root@h/t")).query["charset"] == "utf8mb4"

@@ -28,6 +28,24 @@ _TRANSIENT_CODES = frozenset({
 _LOCK_NAME = "purchases_schema_migration"
 
 
+# MySQL's own rule: these may store a column but never be a connection's character set.
+_NOT_CLIENT_CHARSETS = frozenset({"ucs2", "utf16", "utf16le", "utf32"})
+
+
+def _charset_problem(name: str) -> str | None:
+    """Why a connection cannot use MySQL character set `name` (None when it can)."""
+    from pymysql.charset import charset_by_name
+
+    if name.lower() in _NOT_CLIENT_CHARSETS:
+        return "is a MySQL character set that cannot be a connection's (MySQL refuses it)"
+    charset = charset_by_name(name)
+    if charset is None:
+        return "is not a MySQL character set"
+    if charset.is_binary:
+        return "is bytes, not text: names and emails would not be text"
+    return None
+
+
 class MySQLDialect(DialectCapabilities):
     """MySQL 8 and MariaDB: one dialect, which tells them apart where it must."""
 
@@ -54,18 +72,17 @@ class MySQLDialect(DialectCapabilities):
         (3-byte) would reject or mangle some.
 
         Raises:
-            ConfigError: a charset PyMySQL does not know (it would fail inside its connect
-                with an AttributeError that names nothing).
+            ConfigError: a charset the client cannot talk in (PyMySQL would fail inside its
+                connect with an AttributeError or a LookupError that names nothing).
         """
         if "charset" not in url.query:
             return url.update_query_dict({"charset": "utf8mb4"})
-        from pymysql.charset import charset_by_name
-
         given = url.query["charset"]
         for name in (given,) if isinstance(given, str) else given:
-            if charset_by_name(name) is None:
-                raise ConfigError(f"PURCHASES_DATABASE_URL: charset {name!r} is not a MySQL "
-                                  "character set; leave it out for utf8mb4")
+            problem = _charset_problem(name)
+            if problem:
+                raise ConfigError(f"PURCHASES_DATABASE_URL: charset {name!r} {problem}; leave "
+                                  "it out for utf8mb4")
         return url
 
     def describe(self, dialect: sa.Dialect) -> str:
