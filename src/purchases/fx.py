@@ -16,7 +16,8 @@ from pathlib import Path
 
 from purchases.errors import InputError
 
-_RATE = re.compile(r"^[0-9]{1,10}(\.[0-9]{1,8})?$")
+# Leading zeros and trailing decimal zeros are the same value, which DECIMAL(18,8) holds.
+_RATE = re.compile(r"^-?0*[0-9]{1,10}(\.[0-9]{1,8}0*)?$")
 
 
 @dataclass(frozen=True)
@@ -48,7 +49,13 @@ def load_fx_rates(path: Path | None = None) -> list[FxRate]:
         raise InputError(f"FX table {path}: missing column(s) {', '.join(sorted(missing))}")
     rates: list[FxRate] = []
     seen: set[tuple[str, date]] = set()
-    for line, raw in enumerate(reader, start=2):
+    width = len(reader.fieldnames or [])
+    for raw in reader:
+        line = reader.line_num  # the physical line: blank lines are skipped but counted
+        fields = width + len(raw.get(None) or []) - sum(v is None for v in raw.values())
+        if fields != width:  # DictReader files extras under None and fills gaps with None
+            raise InputError(f"FX table {path}, line {line}: {fields} field(s), the header has "
+                             f"{width}")
         row = {(k or "").strip().lower(): (v or "").strip() for k, v in raw.items()}
         currency = row["currency"].upper()
         if not re.fullmatch(r"[A-Z]{3}", currency):
@@ -61,13 +68,16 @@ def load_fx_rates(path: Path | None = None) -> list[FxRate]:
             )
         try:
             rate = Decimal(row["rate_to_aud"])
+            if rate.as_tuple().exponent < -8:  # trailing zeros only (_RATE): as DECIMAL(18,8)
+                rate = rate.quantize(Decimal("1e-8"))
             valid_from = date.fromisoformat(row["valid_from"])
         except (InvalidOperation, ValueError):
             raise InputError(
                 f"FX table {path}, line {line}: valid_from {row['valid_from']!r} is not YYYY-MM-DD"
             ) from None
         if rate <= 0:
-            raise InputError(f"FX table {path}, line {line}: rate_to_aud must be > 0")
+            raise InputError(f"FX table {path}, line {line}: rate_to_aud "
+                             f"{row['rate_to_aud']!r} must be > 0")
         if (currency, valid_from) in seen:
             raise InputError(f"FX table {path}, line {line}: {currency} {valid_from} repeated")
         seen.add((currency, valid_from))
