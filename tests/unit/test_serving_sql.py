@@ -442,3 +442,14 @@ def test_a_mysql_charset_the_client_cannot_talk_in_is_a_setting_to_fix(
     kept = prepare(sa.make_url("mysql+pymysql://root@127.0.0.1/test?charset=latin1"))
     assert kept.query["charset"] == "latin1"
     assert prepare(sa.make_url("mysql+pymysql://root@h/t")).query["charset"] == "utf8mb4"
+
+
+def test_a_sqlite_path_that_is_a_folder_is_said_so(tmp_path: Path) -> None:
+    """SQLite's own answer is "unable to open database file", and the hint was about rights."""
+    from purchases.serving.dialects.sqlite import SQLiteDialect
+
+    with pytest.raises(ConfigError) as refused:
+        SQLiteDialect().prepare_url(sa.make_url(f"sqlite:///{tmp_path}"))
+    assert str(refused.value) == (f"PURCHASES_DATABASE_URL: {tmp_path} is a folder, not a "
+                                  f"database file; name a file, such as "
+                                  f"sqlite:///{tmp_path / 'purchases.db'}")

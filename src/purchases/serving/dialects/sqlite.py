@@ -58,14 +58,22 @@ class SQLiteDialect(OnConflictUpsert, DialectCapabilities):
 
         Raises:
             ConfigError: an in-memory database (sqlite://), which would lose the staged
-                batch between the pipeline's steps, each of which opens its own connection.
+                batch between the pipeline's steps, each of which opens its own connection;
+                a path that is a folder, or whose folder cannot be made.
         """
         file = self.database_file(url)
         if file is None:
             raise ConfigError("PURCHASES_DATABASE_URL: an in-memory SQLite database keeps "
                               "nothing between the pipeline's steps; give a file, "
                               "sqlite:///path/to/purchases.db")
-        file.parent.mkdir(parents=True, exist_ok=True)
+        if file.is_dir():  # SQLite would say only "unable to open database file"
+            raise ConfigError(f"PURCHASES_DATABASE_URL: {file} is a folder, not a database "
+                              f"file; name a file, such as sqlite:///{file / 'purchases.db'}")
+        try:
+            file.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:  # a file where a folder is meant, or no right to create it
+            raise ConfigError(f"PURCHASES_DATABASE_URL: cannot make the database's folder "
+                              f"{file.parent}: {exc.strerror or exc}") from None
         return url.set(database=str(file))
 
     def database_file(self, url: sa.URL) -> Path | None:
