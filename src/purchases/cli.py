@@ -509,13 +509,11 @@ def generate(
     ] = False,
 ) -> None:
     """Write realistic sample purchase files, with a controllable share of bad rows."""
-    from purchases.generate import file_paths
+    from purchases.generate import days_problem, file_paths
     from purchases.generate import generate as write_files
 
-    if (date.max - start).days < days - 1:
-        raise typer.BadParameter(
-            f"{days} days from {start} run past {date.max}", param_hint="'--days'"
-        )
+    if problem := days_problem(start, days):
+        raise typer.BadParameter(problem, param_hint="'--start' / '--days'")
     paths = file_paths(out_dir, days=days, start=start)
     folders = [p for p in paths if p.is_dir()]
     if folders:

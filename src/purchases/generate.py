@@ -85,6 +85,20 @@ _INVALID_AMOUNTS = ("$5.00", "1,000.00", "1e3", "1.23456", ".5")
 _INVALID_EMAILS = ("not-an-email", "jane.doe@example", "@example.com", "a b@example.com")
 
 _LOOKBACK_DAYS = 30
+_FUTURE_DAYS = 5  # how far ahead a future_purchase_date row is dated
+
+
+def days_problem(start: date, days: int) -> str | None:
+    """Why `days` ingestion days from `start` cannot be generated (None when they can): the
+    purchase dates of a day reach _LOOKBACK_DAYS before it and _FUTURE_DAYS after it."""
+    first = date.min + timedelta(days=_LOOKBACK_DAYS)
+    last = date.max - timedelta(days=_FUTURE_DAYS)
+    if start < first:
+        return f"the first day must be {first} or later (purchases are dated up to " \
+               f"{_LOOKBACK_DAYS} days before it)"
+    if (last - start).days < days - 1:
+        return f"{days} day(s) from {start} run past {last}"
+    return None
 _NOISE_RATIO = 0.03
 _CHANGE_PERCENT = 3  # of customers change email from some day on, as many their last name
 _POOL_SIZE = 256  # recent good rows kept as duplicate sources: memory stays bounded
@@ -393,7 +407,7 @@ class _Generator:
         elif kind == "invalid_purchase_date":
             row[PDATE] = rng.choice(_INVALID_DATES)
         elif kind == "future_purchase_date":
-            row[PDATE] = (ingestion + timedelta(days=5)).isoformat()
+            row[PDATE] = (ingestion + timedelta(days=_FUTURE_DAYS)).isoformat()
         elif kind == "missing_amount":
             row[AMOUNT] = ""
         elif kind == "invalid_amount":

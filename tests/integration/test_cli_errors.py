@@ -214,7 +214,10 @@ def test_a_future_ingestion_date_is_a_usage_error(in_process, tmp_path: Path) ->
         (("rejects", "--limit", "99999999999999999999"), "--limit"),
         (("runs", "--limit", "99999999999999999999"), "--limit"),
         (("generate", "--out", "g", "--rows", "99999999999999999999"), "--rows"),
-        (("generate", "--out", "g", "--start", "9999-12-30", "--days", "5"), "past 9999-12-31"),
+        (("generate", "--out", "g", "--start", "9999-12-30", "--days", "5"), "past 9999-12-26"),
+        # Purchases are dated up to 30 days before the day: was an unexpected OverflowError.
+        (("generate", "--out", "g", "--start", "0001-01-01", "--days", "2"),
+         "the first day must be 0001-01-31 or later (purchases are dated up to 30 days"),
         (("query", ""), "the SQL is empty"),
         (("query", "  \n "), "the SQL is empty"),
         (("top", "--format", "xml"), "--format"),
