@@ -17,6 +17,13 @@ from purchases.errors import ConfigError
 EngineName = Literal["duckdb", "spark"]
 
 
+# Secrets Manager's own forms: arn:PARTITION:secretsmanager:REGION:ACCOUNT:secret:NAME, and a
+# name of letters, digits and /_+=.@- (up to 512 characters).
+_SECRET_ARN = re.compile(
+    r"arn:[a-z-]+:secretsmanager:[a-z0-9-]+:[0-9]{12}:secret:[A-Za-z0-9/_+=.@-]+")
+_SECRET_NAME = re.compile(r"[A-Za-z0-9/_+=.@-]{1,512}")
+
+
 class Settings(BaseSettings):
     """Where the lake and the serving database are, and how to process them."""
 
@@ -81,6 +88,24 @@ class Settings(BaseSettings):
         # create a folder named " " and report on it by a name that reads as nothing.
         if isinstance(value, str | os.PathLike) and value and not str(value).strip():
             raise ValueError("is blank (only spaces): give a path or URL")
+        return value
+
+    @field_validator("database_secret_arn")
+    @classmethod
+    def _a_secret_id(cls, value: str | None) -> str | None:
+        # Secrets Manager takes a secret's ARN or its name; anything else would be sent as a
+        # name and answered "no region" or "not found", naming neither mistake.
+        if value is None or not value:
+            return value
+        if not value.strip():
+            raise ValueError("is blank (only spaces): give the secret's ARN")
+        if value.startswith("arn:"):
+            if not _SECRET_ARN.fullmatch(value):
+                raise ValueError(f"{value!r} is not a Secrets Manager secret's ARN "
+                                 "(arn:aws:secretsmanager:REGION:ACCOUNT:secret:NAME)")
+        elif not _SECRET_NAME.fullmatch(value):
+            raise ValueError(f"{value!r} is neither a Secrets Manager secret's ARN "
+                             "(arn:aws:secretsmanager:REGION:ACCOUNT:secret:NAME) nor its name")
         return value
 
     @field_validator("home", "fx_rates", "database_password_file")

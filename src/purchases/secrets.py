@@ -61,7 +61,8 @@ def fetch(secret_id: str) -> Mapping[str, Any]:
     try:
         client = aws_client("secretsmanager", region=arn_region(secret_id))
     except ConfigError as exc:
-        raise ConfigError(f"{SETTING} {secret_id}: {exc}") from None
+        named = "" if secret_id.startswith("arn:") else " (or give the secret's ARN: it names it)"
+        raise ConfigError(f"{SETTING} {secret_id}: {exc}{named}") from None
     from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
 
     where = f"{SETTING} {secret_id}"

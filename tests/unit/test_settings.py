@@ -81,3 +81,30 @@ def test_a_path_of_only_spaces_is_refused_by_name(
 def test_a_path_with_spaces_inside_is_a_path(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
     monkeypatch.chdir(tmp_path)
     assert load_settings(home=" my home ").home.name == " my home "
+
+
+@pytest.mark.parametrize(("value", "said"), [
+    ("  ", "is blank (only spaces): give the secret's ARN"),
+    ("arn:aws:s3:::bucket", "'arn:aws:s3:::bucket' is not a Secrets Manager secret's ARN "
+     "(arn:aws:secretsmanager:REGION:ACCOUNT:secret:NAME)"),
+    ("my secret", "'my secret' is neither a Secrets Manager secret's ARN "
+     "(arn:aws:secretsmanager:REGION:ACCOUNT:secret:NAME) nor its name"),
+])
+def test_a_secret_arn_that_names_no_secret_is_refused_by_name(
+    monkeypatch: pytest.MonkeyPatch, value: str, said: str
+) -> None:
+    """Sent as they were, these came back "no region" or "not found", naming neither slip."""
+    monkeypatch.setenv("PURCHASES_DATABASE_SECRET_ARN", value)
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+    assert str(caught.value) == f"invalid setting PURCHASES_DATABASE_SECRET_ARN: {said}"
+
+
+@pytest.mark.parametrize("value", [
+    "arn:aws:secretsmanager:ap-southeast-2:123456789012:secret:purchases/db-AbCdEf",
+    "arn:aws-us-gov:secretsmanager:us-gov-west-1:123456789012:secret:db",
+    "purchases/db",  # a name: Secrets Manager takes that too
+])
+def test_a_secret_arn_or_name_is_taken(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    monkeypatch.setenv("PURCHASES_DATABASE_SECRET_ARN", value)
+    assert load_settings().database_secret_arn == value
