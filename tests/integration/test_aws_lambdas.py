@@ -567,7 +567,8 @@ def test_a_secret_is_fetched_from_the_region_its_arn_names(
         secrets.database_url("garbage")
     assert str(refused.value) == (
         "PURCHASES_DATABASE_SECRET_ARN garbage: AWS secretsmanager: no region is set: set "
-        "AWS_REGION (or AWS_DEFAULT_REGION, or a region in the AWS profile)")
+        "AWS_REGION (or AWS_DEFAULT_REGION, or a region in the AWS profile) (or give the "
+        "secret's ARN: it names it)")
 
 
 # --- record_failure ------------------------------------------------------------------------------
