@@ -448,8 +448,10 @@ def report(
         typer.Option(min=0, max=MAX_ROWS, help="The latest N runs in detail (0: every run)."),
     ] = 50,
 ) -> None:
-    """One self-contained HTML page on how the runs went: each run, rejects over time, FX
-    gaps, lineage from bronze to the serving table, and the top customers."""
+    """One self-contained HTML page on how the runs went.
+
+    Each run, rejects over time, FX gaps, lineage from bronze to the serving
+    table, and the top customers."""
     from purchases.report import write_report
 
     # A mistyped home is said so, as `top` does; in a home never run the page says "no runs
