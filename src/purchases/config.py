@@ -128,6 +128,10 @@ class Settings(BaseSettings):
                                                         value):
             raise ValueError(f"{value!r} is not a size: give one such as 1GB, 512MiB or a "
                              "number of bytes")
+        if isinstance(value, str) and re.fullmatch(r"\s*[0-9]*\.[0-9]+\s*", value):
+            # ByteSize would drop the fraction: "1.5" (meant as GB, most likely) is 1 byte.
+            raise ValueError(f"{value!r} is not a whole number of bytes: give a unit, such as "
+                             f"{value.strip()}GB")
         return value
 
     @field_validator("memory_limit")
@@ -135,8 +139,8 @@ class Settings(BaseSettings):
     def _enough_memory(cls, value: ByteSize) -> ByteSize:
         # Said in units: pydantic's own "greater than or equal to 67108864" reads as a riddle.
         if value < 64 << 20:
-            raise ValueError(f"{value} bytes is too little: give at least 64MiB, as a size "
-                             "such as 1GB or 512MiB")
+            raise ValueError(f"{value.human_readable(decimal=True)} is too little: give at "
+                             "least 64MiB, as a size such as 1GB or 512MiB")
         return value
 
     @field_validator("max_amount")

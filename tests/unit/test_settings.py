@@ -25,7 +25,10 @@ def test_a_memory_limit_that_is_no_usable_size_is_refused_by_name(given: str) ->
     ("100%", "'100%' is not a size: give one such as 1GB, 512MiB or a number of bytes"),
     ("1GB!", "'1GB!' is not a size: give one such as 1GB, 512MiB or a number of bytes"),
     # Said in units, not as pydantic's "greater than or equal to 67108864".
-    ("1000", "1000 bytes is too little: give at least 64MiB, as a size such as 1GB or 512MiB"),
+    ("1000", "1.0KB is too little: give at least 64MiB, as a size such as 1GB or 512MiB"),
+    ("10MB", "10.0MB is too little: give at least 64MiB, as a size such as 1GB or 512MiB"),
+    # pydantic dropped the fraction: "1 bytes is too little".
+    ("1.5", "'1.5' is not a whole number of bytes: give a unit, such as 1.5GB"),
 ])
 def test_a_memory_limit_refusal_says_what_a_size_is(given: str, said: str) -> None:
     with pytest.raises(ConfigError) as refused:
