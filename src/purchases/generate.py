@@ -87,6 +87,12 @@ _INVALID_EMAILS = ("not-an-email", "jane.doe@example", "@example.com", "a b@exam
 _LOOKBACK_DAYS = 30
 _FUTURE_DAYS = 5  # how far ahead a future_purchase_date row is dated
 
+_NOISE_RATIO = 0.03
+_CHANGE_PERCENT = 3  # of customers change email from some day on, as many their last name
+_POOL_SIZE = 256  # recent good rows kept as duplicate sources: memory stays bounded
+_HISTORY_SIZE = 1024
+_MASK64 = (1 << 64) - 1
+
 
 def days_problem(start: date, days: int) -> str | None:
     """Why `days` ingestion days from `start` cannot be generated (None when they can): the
@@ -94,16 +100,11 @@ def days_problem(start: date, days: int) -> str | None:
     first = date.min + timedelta(days=_LOOKBACK_DAYS)
     last = date.max - timedelta(days=_FUTURE_DAYS)
     if start < first:
-        return f"the first day must be {first} or later (purchases are dated up to " \
-               f"{_LOOKBACK_DAYS} days before it)"
+        return (f"the first day must be {first} or later (purchases are dated up to "
+                f"{_LOOKBACK_DAYS} days before it)")
     if (last - start).days < days - 1:
         return f"{days} day(s) from {start} run past {last}"
     return None
-_NOISE_RATIO = 0.03
-_CHANGE_PERCENT = 3  # of customers change email from some day on, as many their last name
-_POOL_SIZE = 256  # recent good rows kept as duplicate sources: memory stays bounded
-_HISTORY_SIZE = 1024
-_MASK64 = (1 << 64) - 1
 
 
 @dataclass(frozen=True)
