@@ -23,6 +23,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
+import click
 import typer
 from rich.console import Console
 
@@ -154,16 +155,25 @@ def _day(value: str | date) -> date:
     raise typer.BadParameter(f"{value!r} is not a date YYYY-MM-DD") from None
 
 
-def _between(low: float, high: float) -> Callable[[float], float]:
-    """A callback refusing a number outside `low`..`high`. Not typer's min/max: a NaN
-    compares false with both, and was refused as "less than or equal to 1"."""
+# click's own number parsing (a ratio, seconds: not money, which is Decimal throughout).
+_NUMBER = click.types.FloatParamType()
 
-    def check(value: float) -> float:
-        if not low <= value <= high:  # NaN fails too
-            raise typer.BadParameter(f"{value:g} is not a number from {low:g} to {high:g}")
+
+def _between(low: float, high: float) -> Callable[[str | float], float]:
+    """A parser of a number from `low` to `high`, refusing anything else as it was typed
+    ("x", "1e400", "nan"). Not typer's min/max: a NaN compares false with both, and was
+    refused as "less than or equal to 1"; nor its float type, which said "Input should be a
+    valid number" and showed 1e400 as inf."""
+    def parse(text: str | float) -> float:
+        try:
+            value = _NUMBER.convert(text, None, None)  # the default comes as a number
+        except click.BadParameter:
+            value = None
+        if value is None or not low <= value <= high:  # NaN and inf fail too
+            raise typer.BadParameter(f"{text!r} is not a number from {low:g} to {high:g}")
         return value
 
-    return check
+    return parse
 
 
 def _ingestion_day(value: str | date) -> date:
@@ -248,7 +258,7 @@ def watch(
     settle: Annotated[
         float,
         typer.Option(
-            callback=_between(0, 3600),
+            parser=_between(0, 3600),
             metavar="0..3600",
             help="Seconds a file's size and mtime must stay unchanged before it is "
             "taken (write to x.part and rename to skip the wait).",
@@ -257,7 +267,7 @@ def watch(
     debounce: Annotated[
         float,
         typer.Option(
-            callback=_between(0, 3600),
+            parser=_between(0, 3600),
             metavar="0..3600",
             help="Quiet seconds after the last landed file before a run starts: files "
             "arriving together are run together.",
@@ -500,7 +510,7 @@ def generate(
     days: Annotated[int, typer.Option(min=1, max=MAX_DAYS, help="Number of ingestion days.")] = 7,
     seed: Annotated[int, typer.Option(help="Random seed (same seed, same files).")] = 42,
     bad_ratio: Annotated[
-        float, typer.Option(callback=_between(0, 1), metavar="0..1",
+        float, typer.Option(parser=_between(0, 1), metavar="0..1",
                             help="Share of bad rows per day.")
     ] = 0.02,
     start: Annotated[
@@ -545,7 +555,7 @@ def demo(
     rows: Annotated[int, typer.Option(min=1, max=MAX_ROWS * 10, help="Rows per day.")] = 15_000,
     days: Annotated[int, typer.Option(min=1, max=MAX_DAYS, help="Number of days.")] = 7,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 42,
-    bad_ratio: Annotated[float, typer.Option(callback=_between(0, 1), metavar="0..1",
+    bad_ratio: Annotated[float, typer.Option(parser=_between(0, 1), metavar="0..1",
                                              help="Share of bad rows per day.")] = 0.02,
 ) -> None:
     """Generate sample data, ingest and run it day by day, then show the top 5 customers.

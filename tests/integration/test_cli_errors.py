@@ -205,10 +205,13 @@ def test_a_future_ingestion_date_is_a_usage_error(in_process, tmp_path: Path) ->
         (("reprocess", "--date", "20240115"), "'20240115' is not a date YYYY-MM-DD"),
         (("generate", "--out", "g", "--start", "20240115"), "'20240115' is not a date"),
         # A NaN compares false with both bounds: typer's min/max called it "<= 1".
-        (("generate", "--out", "g", "--bad-ratio", "nan"), "nan is not a number from 0 to 1"),
-        (("demo", "--bad-ratio", "1.5"), "1.5 is not a number from 0 to 1"),
-        (("watch", "--settle", "nan"), "nan is not a number from 0 to 3600"),
-        (("watch", "--debounce", "-1"), "-1 is not a number from 0 to 3600"),
+        (("generate", "--out", "g", "--bad-ratio", "nan"), "'nan' is not a number from 0 to 1"),
+        (("demo", "--bad-ratio", "1.5"), "'1.5' is not a number from 0 to 1"),
+        (("watch", "--settle", "nan"), "'nan' is not a number from 0 to 3600"),
+        (("watch", "--debounce", "-1"), "'-1' is not a number from 0 to 3600"),
+        # As typed: click said "Input should be a valid number", and showed 1e400 as inf.
+        (("generate", "--out", "g", "--bad-ratio", "x"), "'x' is not a number from 0 to 1"),
+        (("demo", "--bad-ratio", "1e400"), "'1e400' is not a number from 0 to 1"),
         (("generate", "--out", "g", "--start", "2024-99-01"), "--start"),
         (("top", "-n", "99999999999999999999"), "less than or equal to 1000000"),
         (("rejects", "--limit", "99999999999999999999"), "--limit"),
