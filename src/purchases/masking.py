@@ -29,20 +29,22 @@ def is_secret(name: str, value: str) -> bool:
     return bool(SECRET_PARAMETER.search(name) or SECRET_PARAMETER.search(value))
 
 
+def _shown_pair(name: str, value: str, written: str) -> str:
+    """`written` (name=value as it stands in the URL), or name=MASK when it may be a secret."""
+    return f"{name}={MASK}" if is_secret(unquote_plus(name), unquote_plus(value)) else written
+
+
 def _shown_parameter(match: re.Match[str]) -> str:
-    name, value = match["name"], match["value"]
-    return f"{name}={MASK}" if is_secret(unquote_plus(name), unquote_plus(value)) else match[0]
+    return _shown_pair(match["name"], match["value"], match[0])
 
 
 def _shown_query(query: str) -> str:
-    """Each `name=value` kept as written unless it may carry a secret; a bare item (no `=`)
-    is a token as often as a flag, so it is masked."""
+    """Each `name=value` kept as written unless it may carry a secret (its whole value, `/`
+    included); a bare item (no `=`) is a token as often as a flag, so it is masked."""
     shown = []
     for item in query.split("&"):
-        if "=" in item:
-            shown.append(_PATH_PARAMETER.sub(_shown_parameter, item, count=1))
-        else:
-            shown.append(MASK if item else item)
+        name, equals, value = item.partition("=")
+        shown.append(_shown_pair(name, value, item) if equals else MASK if item else item)
     return "&".join(shown)
 
 

@@ -18,6 +18,7 @@ from purchases.masking import scrubbed, shown_url
     ("http://h/a?q=plain", "http://h/a?q=plain"),
     ("http://h/x?sig=S3cret&se=2030", "http://h/x?sig=***&se=2030"),  # Azure's SAS
     ("http://h/x?jwt=S3cret", "http://h/x?jwt=***"),
+    ("http://h/x?token=ab/S3cret", "http://h/x?token=***"),  # the whole value, / included
     ("http://h/x?S3cretBareToken", "http://h/x?***"),  # a bare item is as often a token
     ("s3://bucket/x?S3cret", "s3://bucket/x?***"),
     ("http://h/a?q=plain&flag", "http://h/a?q=plain&***"),
