@@ -164,6 +164,7 @@ def _between(low: float, high: float) -> Callable[[str | float], float]:
     ("x", "1e400", "nan"). Not typer's min/max: a NaN compares false with both, and was
     refused as "less than or equal to 1"; nor its float type, which said "Input should be a
     valid number" and showed 1e400 as inf."""
+
     def parse(text: str | float) -> float:
         try:
             value = _NUMBER.convert(text, None, None)  # the default comes as a number

@@ -95,7 +95,7 @@ class Settings(BaseSettings):
     def _a_secret_id(cls, value: str | None) -> str | None:
         # Secrets Manager takes a secret's ARN or its name; anything else would be sent as a
         # name and answered "no region" or "not found", naming neither mistake.
-        if value is None or not value:
+        if not value:
             return value
         if not value.strip():
             raise ValueError("is blank (only spaces): give the secret's ARN")

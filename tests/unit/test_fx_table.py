@@ -11,6 +11,15 @@ from purchases.errors import InputError
 from purchases.fx import load_fx_rates
 
 
+def _refused(tmp_path: Path, rows: str) -> tuple[Path, str]:
+    """The table of these rows under the header, and what loading it is refused with."""
+    table = tmp_path / "fx.csv"
+    table.write_text(f"currency,rate_to_aud,valid_from\n{rows}")
+    with pytest.raises(InputError) as refused:
+        load_fx_rates(table)
+    return table, str(refused.value)
+
+
 @pytest.mark.parametrize(("rate", "said"), [
     # Plain decimals both, refused before as "must be a plain decimal with at most 8 places".
     ("1e3", "must be a positive plain decimal of at most 10 integer digits and 8 decimal places"),
@@ -23,12 +32,9 @@ from purchases.fx import load_fx_rates
 def test_a_rate_the_table_cannot_hold_is_refused_naming_the_line(
     tmp_path: Path, rate: str, said: str
 ) -> None:
-    table = tmp_path / "fx.csv"
-    table.write_text(f"currency,rate_to_aud,valid_from\nUSD,1.5,2024-01-01\nEUR,{rate},2024-01-01\n")
-    with pytest.raises(InputError) as refused:
-        load_fx_rates(table)
-    assert str(refused.value).startswith(f"FX table {table}, line 3: ")
-    assert said in str(refused.value)
+    table, refusal = _refused(tmp_path, f"USD,1.5,2024-01-01\nEUR,{rate},2024-01-01\n")
+    assert refusal.startswith(f"FX table {table}, line 3: ")
+    assert said in refusal
 
 
 def test_the_widest_rate_is_kept_exactly(tmp_path: Path) -> None:
@@ -52,9 +58,6 @@ def test_leading_and_trailing_zeros_are_the_same_rate(tmp_path: Path) -> None:
 def test_a_row_of_the_wrong_width_is_refused_naming_its_line(
     tmp_path: Path, row: str, said: str
 ) -> None:
-    table = tmp_path / "fx.csv"
     # The blank line is skipped but counted: the line named is the one in an editor.
-    table.write_text(f"currency,rate_to_aud,valid_from\nEUR,1.6,2024-01-01\n\n{row}\n")
-    with pytest.raises(InputError) as refused:
-        load_fx_rates(table)
-    assert str(refused.value) == f"FX table {table}, line 4: {said}"
+    table, refusal = _refused(tmp_path, f"EUR,1.6,2024-01-01\n\n{row}\n")
+    assert refusal == f"FX table {table}, line 4: {said}"
