@@ -240,6 +240,10 @@ def lake_url_problem(uri: str) -> str | None:
                 "the AWS environment variables, a profile or a role")
     if "?" in rest or "#" in rest:
         return "has a query or fragment (?, #), which a lake URL never needs"
+    if scheme not in ("file", "local") and ("*" in rest or "[" in rest):
+        # fsspec's object stores expand patterns when they copy and move: a run's outputs
+        # under lake[1]/ were never found (a local folder's name is taken as written)
+        return "holds * or [, which the store's client reads as a pattern: rename the prefix"
     if scheme in ("s3", "s3a") and not authority:
         return "names no bucket: give s3://bucket/prefix"
     if not rest.strip("/"):

@@ -215,6 +215,13 @@ def build_inputs(root: Path) -> dict[str, list[tuple[Path, date]]]:
         (write_file(e / "d17" / "edge_run2.csv", EDGE_RUN2), D17),
         (write_file(e / "d17" / "edge_gz.csv.gz", EDGE_GZ), D17),
         (write_file(e / "d17" / "bad_utf8.csv", (HEADER + "\n1,\xff\n").encode("latin-1")), D17),
+        # Names both engines' readers would expand as patterns (glob[1].csv as glob1.csv).
+        (write_file(e / "d17" / "glob1.csv", HEADER + "\n900060,G,One,g@x.io,9900001,2024-01-17,"
+                    "4.00,AUD\n"), D17),
+        (write_file(e / "d17" / "glob[1].csv", HEADER + "\n900060,G,Two,g@x.io,9900002,"
+                    "2024-01-17,5.00,AUD\n"), D17),
+        (write_file(e / "d17" / "glob*.csv", HEADER + "\n900060,G,Star,g@x.io,9900003,"
+                    "2024-01-17,6.00,AUD\n"), D17),
         # A changed file under a processed name: a new file, its own output added.
         (write_file(e / "d15b" / "edge_a.csv", EDGE_A.replace("2024-01-14,5000,JPY",
                                                               "2024-01-14,5001,JPY")), D15),
@@ -328,6 +335,16 @@ def test_gold_is_in_customer_id_order(parity: dict[str, Any]) -> None:
         assert any(len(ids) > 1 for ids in batches), "the fixture needs a batch of customers"
         for ids in batches:
             assert ids == sorted(ids) and len(set(ids)) == len(ids), (engine, ids)
+
+
+@pytest.mark.parametrize("engine", ["duckdb", "spark"])
+def test_files_named_like_patterns_are_each_read_once(parity: dict[str, Any], engine: str) -> None:
+    outcomes = {o[0].rsplit("/", 1)[1]: o[1:4] for o in parity[engine]["outcomes"][1]}
+    assert {n: outcomes[n] for n in ("glob1.csv", "glob[1].csv", "glob*.csv")} == {
+        n: (1, 1, 0) for n in ("glob1.csv", "glob[1].csv", "glob*.csv")}
+    read = {dict(r)["purchase_id"]: dict(r)["source_file"].rsplit("/", 1)[1]
+            for r in parity[engine]["silver"] if 9900001 <= dict(r)["purchase_id"] <= 9900003}
+    assert read == {9900001: "glob1.csv", 9900002: "glob[1].csv", 9900003: "glob*.csv"}
 
 
 def test_fixture_covers_every_reason_code(parity: dict[str, Any]) -> None:

@@ -412,3 +412,26 @@ def test_a_record_replaced_while_it_is_read_gives_the_old_or_the_new_version(
         writer.join()
     assert all(record in versions for record in seen)
     assert len({record["step"] for record in seen}) > 1  # the writer did race the reads
+
+
+def test_file_names_with_glob_characters_are_read_as_written_on_s3(
+    settings: Settings, bucket: str, tmp_path: Path
+) -> None:
+    """The engine's escaped patterns go through the lake's fsspec glob on S3: each still
+    names one object (tests/unit/test_bronze_files.py checks a local lake)."""
+    s = settings.model_copy(update={"lake": f"s3://{bucket}/lake"})
+    lake = Lake(s.lake_uri)
+    names = ["sales1.csv", "sales[1].csv", "s*.csv", "s?les1.csv"]
+    paths = [write_file(tmp_path / "in" / n, HEADER + f"{pid},A,B,a@x.io,{pid},2024-01-10,4.00,AUD\n")
+             for pid, n in enumerate(names, start=100)]
+    bronze.land(lake, paths, date(2024, 1, 15))
+    record = run_pipeline(s)
+    assert sorted((f["path"].rsplit("/", 1)[1], f["accepted"], f["duplicates"])
+                  for f in record.files) == sorted((n, 1, 0) for n in names)
+    rows = lake_query(lake, "SELECT purchase_id, source_file FROM silver ORDER BY 1")
+    assert [(r["purchase_id"], r["source_file"].rsplit("/", 1)[1]) for r in rows] == list(
+        enumerate(names, start=100))
+    [bronze_count] = lake_query(lake, "SELECT count(*) AS n FROM bronze")
+    assert bronze_count["n"] == 4
+    with serving.connect(s) as db:
+        assert sum(r["total_spent_aud"] for r in db.summary()) == 16

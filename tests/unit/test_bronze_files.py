@@ -159,3 +159,31 @@ def test_landing_is_atomic_and_idempotent(harness) -> None:
     assert [f.skipped for f in first + again] == [False, True]
     names = harness.lake.list_files("bronze")
     assert names == ["bronze/year=2024/month=01/day=15/x.csv"]  # no temp file left behind
+
+
+@pytest.mark.parametrize("home", ["home", "ho[m]e*?"], ids=["plain-home", "glob-home"])
+def test_file_names_with_glob_characters_are_read_as_written(tmp_path, monkeypatch, home) -> None:
+    """DuckDB expanded globs in the paths it was given: `sales[1].csv` read `sales1.csv` a
+    second time (its own row counted a duplicate, $4.00 lost) and `s*.csv` every match."""
+    from conftest import Harness
+    from purchases.config import load_settings
+    from purchases.engines.duckdb_lake import lake_query
+
+    for key in [k for k in __import__("os").environ if k.startswith("PURCHASES_DATABASE")]:
+        monkeypatch.delenv(key)
+    harness = Harness(load_settings(home=tmp_path / home), tmp_path)
+    names = ["sales1.csv", "sales[1].csv", "s*.csv", "s?les1.csv", "b{c,d}.csv"]
+    for pid, name in enumerate(names, start=100):
+        harness.land(name, HEADER + f"{pid},A,B,a@x.io,{pid},2024-01-10,4.00,AUD\n")
+    record = harness.run()
+    assert sorted((f["path"].rsplit("/", 1)[1], f["rows_in"], f["accepted"], f["duplicates"])
+                  for f in record.files) == sorted((n, 1, 1, 0) for n in names)
+    assert {r["purchase_id"]: r["source_file"].rsplit("/", 1)[1] for r in harness.silver()} == {
+        pid: name for pid, name in enumerate(names, start=100)}
+    assert sum(r["total_spent_aud"] for r in harness.summary().values()) == Decimal("20.00")
+    # The query command's views read the same files the same way.
+    [bronze] = lake_query(harness.lake, "SELECT count(*) AS n, sum(CAST(amount AS DECIMAL(18,2)))"
+                          " AS total FROM bronze")
+    assert (bronze["n"], bronze["total"]) == (5, Decimal("20.00"))
+    [gold] = lake_query(harness.lake, "SELECT count(*) AS n FROM gold")
+    assert gold["n"] == 5

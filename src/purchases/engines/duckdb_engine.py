@@ -29,6 +29,23 @@ def _lit(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
+_GLOB_ESCAPES = str.maketrans({"[": "[[]", "*": "[*]", "?": "[?]"})
+
+
+def glob_literal(url: str) -> str:
+    """A file's URL as a pattern DuckDB's readers expand to that one file and no other.
+
+    read_csv and read_parquet expand globs in every path they are given: `sales[1].csv` would
+    read `sales1.csv` instead, and `s*.csv` every file it matches. A one-character class is
+    DuckDB's only escape (a backslash is not one).
+    """
+    return url.translate(_GLOB_ESCAPES)
+
+
+def _path_lit(url: str) -> str:
+    return _lit(glob_literal(url))
+
+
 # DuckDB gets at least this share of PURCHASES_MEMORY_LIMIT, whatever the process holds
 # already: less would only make it spill everything.
 _MIN_ENGINE_SHARE = 0.5
@@ -163,7 +180,7 @@ class DuckDBEngine:
         return (
             f"SELECT CAST(NULL AS BIGINT) AS row_id, CAST({i} AS INTEGER) AS file_no, "
             f"DATE '{f.ingestion_date}' AS ingestion_date, {picked} "
-            f"FROM read_csv({_lit(lake.url(f.read_path))}, {options})"  # nosec B608
+            f"FROM read_csv({_path_lit(lake.url(f.read_path))}, {options})"  # nosec B608
         )
 
     def _malformed_rows(self, files: list[BronzeFile]) -> None:
@@ -208,7 +225,7 @@ class DuckDBEngine:
             cols = ", ".join(f"CAST(NULL AS {t}) AS {c}" for c, t in columns.items())
             self._run(f"CREATE OR REPLACE TEMP VIEW {name} AS SELECT {cols} WHERE false")
             return
-        listing = "[" + ", ".join(_lit(u) for u in urls) + "]"
+        listing = "[" + ", ".join(_path_lit(u) for u in urls) + "]"
         cols = ", ".join(columns)
         self._run(
             # Bandit B608: paths quoted by _lit, the rest internal names/ints

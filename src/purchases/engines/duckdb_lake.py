@@ -30,7 +30,13 @@ from purchases.contract import (
     QUARANTINE_COLUMNS,
     SILVER_COLUMNS,
 )
-from purchases.engines.duckdb_engine import DuckDBEngine, _lit, _translate
+from purchases.engines.duckdb_engine import (
+    DuckDBEngine,
+    _lit,
+    _path_lit,
+    _translate,
+    glob_literal,
+)
 from purchases.errors import InputError, PermanentError
 
 if TYPE_CHECKING:
@@ -276,8 +282,9 @@ def _run(
         allowed, staged = _create_views(engine, lake, commits, landed, named)
         con = engine.con
         # Order matters: the views are bound (and the lake's fsspec file system registered)
-        # first; from here on no file outside `allowed` opens and no setting changes.
-        con.execute("SET allowed_paths = ?", [sorted(allowed)])
+        # first; from here on no file outside `allowed` opens and no setting changes. The
+        # readers check the escaped pattern they were given as well as the file it names.
+        con.execute("SET allowed_paths = ?", [sorted(allowed | {glob_literal(u) for u in allowed})])
         con.execute("SET enable_external_access = false")
         con.execute("SET lock_configuration = true")
         try:
@@ -385,7 +392,7 @@ def _gold_sql(paths: list[str], urls: Callable[[list[str]], list[str]]) -> str:
     for path, url in zip(paths, found, strict=True):
         part = dict(p.split("=", 1) for p in path.split("/") if "=" in p)
         days.append(f"({_lit(url)}, {int(part['year'])}, {int(part['month'])}, {int(part['day'])})")
-    listing = "[" + ", ".join(_lit(u) for u in found) + "]"
+    listing = "[" + ", ".join(_path_lit(u) for u in found) + "]"
     cols = ", ".join(f"g.{c}" for c in GOLD_COLUMNS)
     days_cols = ", ".join(f"CAST(p.{c} AS BIGINT) AS {c}" for c in ("year", "month", "day"))
     # Bandit B608: urls quoted by _lit, numbers from int(), columns are contract constants
@@ -420,7 +427,7 @@ def _bronze_sql(files: list[_LandedFile]) -> str:
     for group in groups.values():
         layout = group[0].layout
         assert layout is not None
-        listing = "[" + ", ".join(_lit(f.url) for f in group) + "]"
+        listing = "[" + ", ".join(_path_lit(f.url) for f in group) + "]"
         picked = ", ".join(f"c{layout.positions[c]} AS {c}" for c in INPUT_COLUMNS)
         scans.append(
             f"SELECT filename AS url, {picked} FROM read_csv({listing}, {_csv_options(layout)})"  # nosec B608  # urls via _lit
