@@ -294,6 +294,9 @@ class WatchOptions:
     poll: float = 0.2  # seconds between checks
     rescan: float = 10.0  # full listing of the inbox, in case an event was missed
     retry_delay: float = 30.0  # after a failed run, run every pending file again this much later
+    # A landed file is watched this long in <inbox>/.landed/: a writer that paused longer
+    # than `settle` writes on into it there (its open file moved with it).
+    recheck: float = 3600.0
 
 
 def is_inbox_candidate(path: Path) -> bool:
@@ -376,6 +379,9 @@ class FolderWatcher:
         self.stop = threading.Event()
         self.events: SimpleQueue[Path] = SimpleQueue()
         self.landed: dict[str, str] = {}  # bronze path -> sha256, waiting for a run
+        # Files moved to .landed/: (size, mtime) when landed, and when.
+        self.archived: dict[Path, tuple[tuple[int, int], float]] = {}
+        self.next_recheck = 0.0
         self.first_landed = self.last_activity = 0.0
         self.catch_up_at: float | None = clock()  # run pending bronze files at start
         self.runs: list[RunRecord] = []
@@ -423,6 +429,7 @@ class FolderWatcher:
             if path.parent == self.inbox and is_inbox_candidate(path) and path.exists():
                 self.tracker.touch(path)
                 self.last_activity = self.clock()
+        self._recheck_archived()
         for path in self.tracker.ready():
             if self.stop.is_set():
                 return
@@ -445,30 +452,65 @@ class FolderWatcher:
             if path.is_file() and is_inbox_candidate(path):
                 self.tracker.touch(path)
 
+    def _recheck_archived(self) -> None:
+        """A landed file that changed in .landed/ was still being written: its writer paused
+        longer than the settle period. Once it settles again it is landed again, whole (a new
+        bronze file; the rows already run are counted as duplicates), so no row is lost."""
+        now = self.clock()
+        if now < self.next_recheck:
+            return
+        # A change only counts once it has settled: looking more often would find it no sooner.
+        self.next_recheck = now + self.options.settle / 2
+        for path, (signature, since) in list(self.archived.items()):
+            try:
+                st = path.stat()
+            except FileNotFoundError:
+                del self.archived[path]
+                continue
+            if (st.st_size, st.st_mtime_ns) != signature:
+                del self.archived[path]
+                log.warning("%s changed after it was landed (its writer paused longer than "
+                            "--settle %gs): landing it again once it settles; its rows already "
+                            "run count as duplicates", path, self.options.settle)
+                self.tracker.touch(path)
+            elif now - since >= self.options.recheck:
+                del self.archived[path]
+
     def _land(self, path: Path) -> None:
         day = datetime.now(UTC).date()
         try:
+            st = path.stat()
             (item,) = bronze.land(self.lake, [path], day)
         except (OSError, PurchasesError) as exc:
             log.error("could not land %s: %s", path, exc)
             return
-        archive = self.inbox / ".landed" / day.isoformat()
-        archive.mkdir(parents=True, exist_ok=True)
-        target = archive / path.name
-        n = 1
-        while target.exists():
-            target = archive / f"{path.name}.{n}"
-            n += 1
-        try:
-            path.replace(target)
-        except OSError as exc:  # landed all the same: bronze ignores the same bytes again
-            log.warning("landed %s but could not move it to %s: %s", path, archive, exc)
+        target = path
+        if path.parent == self.inbox:
+            target = self._move_aside(path, self.inbox / ".landed" / day.isoformat())
+        if target is not None:
+            self.archived[target] = ((st.st_size, st.st_mtime_ns), self.clock())
         log.info("%s %s -> %s", "already landed" if item.skipped else "landed", path.name,
                  item.path)
         if not self.landed:
             self.first_landed = self.clock()
         self.landed[item.path] = item.sha256
         self.last_activity = self.clock()
+
+    @staticmethod
+    def _move_aside(path: Path, archive: Path) -> Path | None:
+        """Move a landed file into the archive folder; where it went (None: left in place)."""
+        target = archive / path.name
+        n = 1
+        while target.exists():
+            target = archive / f"{path.name}.{n}"
+            n += 1
+        try:
+            archive.mkdir(parents=True, exist_ok=True)
+            path.replace(target)
+        except OSError as exc:  # landed all the same: bronze ignores the same bytes again
+            log.warning("landed %s but could not move it to %s: %s", path, archive, exc)
+            return None
+        return target
 
     def _run_landed(self) -> None:
         paths, etags = list(self.landed), dict(self.landed)

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import logging
 import threading
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
 
+from conftest import Harness
 from purchases import bronze, commit_log, history
 from purchases.config import Settings
 from purchases.storage import Lake
@@ -310,3 +312,40 @@ def test_watcher_coalesces_a_burst_into_one_run(settings: Settings, tmp_path: Pa
     assert run.trigger == "watch" and len(run.files) == 4
     assert sorted(p.name for p in inbox.iterdir() if p.is_file()) == ["d.csv.part"]
     assert len(list((inbox / ".landed").rglob("*.csv"))) == 4
+
+
+def test_a_file_written_on_after_it_was_landed_is_landed_again_whole(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """A writer pausing longer than --settle had its file landed half-written and moved to
+    .landed/, where its later rows went (its open file moved with it): never in bronze."""
+    clock = FakeClock()
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    watcher = FolderWatcher(settings, inbox, WatchOptions(settle=1.0, debounce=0.5), clock=clock)
+    watcher.catch_up_at = None
+    writer = (inbox / "slow.csv").open("w", encoding="utf-8", newline="")
+    writer.write(HEADER + "1,A,B,a@x.io,101,2024-01-10,4.00,AUD\n")
+    writer.flush()
+    watcher.events.put(inbox / "slow.csv")
+    for _ in range(4):  # the writer pauses: the half-written file settles, lands, runs
+        watcher.tick()
+        clock.now += 0.6
+    (first,) = watcher.runs
+    assert [(f["rows_in"], f["accepted"]) for f in first.files] == [(1, 1)]
+    writer.write("2,C,D,c@x.io,102,2024-01-10,6.00,AUD\n")  # into .landed/<day>/slow.csv
+    writer.close()
+    for _ in range(6):
+        watcher.tick()
+        clock.now += 0.6
+    (_, second) = watcher.runs
+    [f] = second.files
+    assert f["path"].rsplit("/", 1)[1].startswith("slow~")  # a new bronze file, the whole file
+    assert (f["rows_in"], f["accepted"], f["duplicates"]) == (2, 1, 1)
+    summary = Harness(settings, tmp_path).summary()
+    assert {c: r["total_spent_aud"] for c, r in summary.items()} == {
+        1: Decimal("4.00"), 2: Decimal("6.00")}
+    for _ in range(6):  # settled and unchanged: not landed a third time
+        watcher.tick()
+        clock.now += 0.6
+    assert len(watcher.runs) == 2
