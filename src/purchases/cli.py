@@ -37,6 +37,7 @@ from purchases.render import (
     LiteralFormatter,
     OutputFormat,
     one_line,
+    render_batches,
     render_rows,
     say,
     say_wrapped,
@@ -490,15 +491,17 @@ def query(
     fmt: FormatOption = OutputFormat.table,
 ) -> None:
     """SQL over the lake (an embedded stand-in for Athena), run by DuckDB."""
-    from purchases.engines.duckdb_lake import lake_query
+    from purchases.engines.duckdb_engine import engine_memory_limit
+    from purchases.engines.duckdb_lake import query_result
 
     if not sql.strip():
         raise typer.BadParameter(
             "the SQL is empty: give a query, e.g. 'SELECT * FROM customers LIMIT 5'",
             param_hint="'SQL'",
         )
-    rows = lake_query(_lake(create=False), sql)
-    render_rows(out, rows, list(rows[0]) if rows else [], fmt)
+    limit = f"{engine_memory_limit(state.settings.memory_limit)}B"
+    with query_result(_lake(create=False), sql, memory_limit=limit) as result:
+        render_batches(out, result.columns, result.batches(), fmt)
 
 
 # --- sample data -----------------------------------------------------------------------------

@@ -14,6 +14,7 @@ import io
 import json
 import logging
 import math
+from collections.abc import Iterable
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 from enum import StrEnum
@@ -115,6 +116,50 @@ def fits(console: Console, rows: list[dict[str, Any]], columns: list[str]) -> bo
     each row as a record, one field per line)."""
     cells = [[text(_cell(r.get(c))) for c in columns] for r in rows]
     return fitted_widths(cells, [literal(c) for c in columns], console.width) is not None
+
+
+# A table is for reading: past this many rows it says how many it left out (CSV and JSON
+# give them all, written as they are read).
+TABLE_ROW_LIMIT = 1000
+
+
+def render_batches(
+    console: Console,
+    columns: list[str],
+    batches: Iterable[list[tuple[Any, ...]]],
+    fmt: OutputFormat,
+) -> None:
+    """Print a result read a batch at a time (rows as tuples in `columns` order), as
+    render_rows does, without holding it whole: CSV and JSON are written batch by batch; a
+    table shows the first TABLE_ROW_LIMIT rows, then how many more there were."""
+    if fmt is OutputFormat.table:
+        shown: list[dict[str, Any]] = []
+        more = 0
+        for batch in batches:
+            room = TABLE_ROW_LIMIT - len(shown)
+            shown.extend(dict(zip(columns, row, strict=True)) for row in batch[:room])
+            more += max(0, len(batch) - room)
+        render_rows(console, shown, columns, fmt)
+        if more:
+            say(console, f"... and {more:,} more row(s) not shown: the table stops at "
+                         f"{TABLE_ROW_LIMIT:,}; add a LIMIT, or give --format csv or json for all")
+        return
+    if fmt is OutputFormat.json:
+        console.file.write("[")
+        sep = ""
+        for batch in batches:
+            items = (json.dumps({c: scalar(v) for c, v in zip(columns, row, strict=True)},
+                                ensure_ascii=False, default=_json_default) for row in batch)
+            for item in items:
+                console.file.write(sep + item)
+                sep = ", "
+        console.file.write("]\n")
+        return
+    show = literal if console.is_terminal else str
+    writer = csv.writer(console.file, lineterminator="\n")
+    writer.writerow([show(c) for c in columns])
+    for batch in batches:
+        writer.writerows([show(_cell(v)) for v in row] for row in batch)
 
 
 def render_rows(

@@ -4,6 +4,7 @@ bronze files that cannot be read (issue 8, defects 4 and 7). Real DuckDB over a 
 from __future__ import annotations
 
 import gzip
+import json
 import logging
 import os
 import shutil
@@ -339,3 +340,31 @@ def test_views_on_an_s3_lake_with_external_access_off(settings, tmp_path: Path,
             _q(lake, "COPY (SELECT 1) TO 's3://lake-bucket/elsewhere/x.csv'")
     finally:
         server.stop()
+
+
+def test_a_large_result_is_streamed_and_a_table_says_what_it_left_out(harness: Harness) -> None:
+    """`query` held the whole result as Python dicts (3M rows: 7.5 GB) and drew all of it
+    as a table (456 s); it ignored PURCHASES_MEMORY_LIMIT."""
+    harness.land("a.csv", GOOD)
+    harness.run()
+    home = harness.settings.home
+    sql = "SELECT i AS n, CAST(i * 0.01 AS DECIMAL(12,2)) AS aud FROM range(2500) AS t(i)"
+    table = purchases(home, "query", sql)
+    assert table.returncode == 0, table.stderr
+    assert "│ 999 │" in table.stdout and "│ 1000 │" not in table.stdout
+    assert table.stdout.rstrip().endswith(
+        "... and 1,500 more row(s) not shown: the table stops at 1,000; add a LIMIT, or give "
+        "--format csv or json for all")
+    csv_out = purchases(home, "query", sql, "--format", "csv").stdout.splitlines()
+    assert csv_out[0] == "n,aud" and len(csv_out) == 2501 and csv_out[-1] == "2499,24.99"
+    rows = json.loads(purchases(home, "query", sql, "--format", "json").stdout)
+    assert len(rows) == 2500 and rows[-1] == {"n": 2499, "aud": "24.99"}
+    assert sum(Decimal(r["aud"]) for r in rows) == Decimal("31237.50")
+    # Column names even for no rows; duplicate names kept in CSV.
+    assert purchases(home, "query", "SELECT 1 AS a, 2 AS a WHERE false", "--format", "csv"
+                     ).stdout == "a,a\n"
+    # DuckDB's limit comes from PURCHASES_MEMORY_LIMIT (less what the process holds).
+    limit = purchases(home, "query", "SELECT current_setting('memory_limit') AS m", "--format",
+                      "json", PURCHASES_MEMORY_LIMIT="300MiB")
+    [shown] = json.loads(limit.stdout)
+    assert shown["m"].endswith("MiB") and 150 <= float(shown["m"].split()[0]) <= 300, shown

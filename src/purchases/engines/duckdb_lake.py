@@ -16,6 +16,8 @@ import logging
 import shutil
 import sys
 import tempfile
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import date
 from typing import TYPE_CHECKING, Any
@@ -136,7 +138,31 @@ class _PublicationMoved(Exception):
 
 
 def lake_query(lake: Lake, sql: str, params: list[Any] | None = None) -> list[dict[str, Any]]:
-    """Run one read-only SQL statement over the lake's views and return its rows.
+    """Run one read-only SQL statement over the lake's views and return its rows (as dicts,
+    column name -> value); `query_result` says what the views are and what is raised."""
+    with query_result(lake, sql, params) as result:
+        return [dict(zip(result.columns, row, strict=True))
+                for batch in result.batches() for row in batch]
+
+
+@dataclass
+class QueryResult:
+    """An executed query: its column names, and its rows fetched a batch at a time."""
+
+    columns: list[str]
+    _cursor: duckdb.DuckDBPyConnection
+
+    def batches(self, size: int = 10_000) -> Iterator[list[tuple[Any, ...]]]:
+        while batch := self._cursor.fetchmany(size):
+            yield batch
+
+
+@contextmanager
+def query_result(
+    lake: Lake, sql: str, params: list[Any] | None = None, *, memory_limit: str = "1GB"
+) -> Iterator[QueryResult]:
+    """Run one read-only SQL statement over the lake's views; its rows are read from the
+    result while the context is open, never all held in Python at once.
 
     Views: `silver`, `quarantine`, `gold` (every published change set, with year/month/day)
     and `customers` (current per-customer state), each reading only the files the commit log
@@ -150,9 +176,7 @@ def lake_query(lake: Lake, sql: str, params: list[Any] | None = None) -> list[di
         sql: one SELECT (or WITH, VALUES, DESCRIBE, SHOW, SUMMARIZE, EXPLAIN); `?` marks
             take `params`.
         params: values bound to the statement's `?` marks.
-
-    Returns:
-        The result rows as dicts, column name -> value.
+        memory_limit: DuckDB's memory limit; beyond it the query spills to a private folder.
 
     Raises:
         InputError: no SQL, more than one statement, a statement that is not read-only, a
@@ -166,8 +190,12 @@ def lake_query(lake: Lake, sql: str, params: list[Any] | None = None) -> list[di
     for _ in range(_MAX_SKIPPED + 1):
         if landed is None and named & set(BRONZE_VIEWS):
             landed = _landed_files(lake, commits)
+        stack = ExitStack()
         try:
-            rows = _run(lake, commits, landed or [], named, sql, params or [])
+            # DuckDB runs the whole statement here (a materialised result, spilled beyond
+            # the limit): every error of the query or its files is raised now, none later.
+            result = stack.enter_context(
+                _executed(lake, commits, landed or [], named, sql, params or [], memory_limit))
         except _ViewMissing:
             named = set(VIEWS)  # named in a way the tokens did not show: build them all
             continue
@@ -178,11 +206,13 @@ def lake_query(lake: Lake, sql: str, params: list[Any] | None = None) -> list[di
                 if f.url == exc.url:
                     f.layout, f.read_error = None, f"cannot read it now: {exc}"
             continue
-        if "bronze" in named:
-            for f in landed or []:
-                if f.read_error:
-                    log.warning("bronze view leaves out %s: %s", f.path, f.read_error)
-        return rows
+        with stack:
+            if "bronze" in named:
+                for f in landed or []:
+                    if f.read_error:
+                        log.warning("bronze view leaves out %s: %s", f.path, f.read_error)
+            yield result
+        return
     raise PermanentError(
         # Bandit B608: a hint in an error message, never run
         f"more than {_MAX_SKIPPED} bronze files cannot be read; see `purchases query "
@@ -266,18 +296,20 @@ def _parse(sql: str) -> list[duckdb.Statement]:
         return con.extract_statements(sql)
 
 
-def _run(
+@contextmanager
+def _executed(
     lake: Lake,
     commits: list[Commit],
     landed: list[_LandedFile],
     named: set[str],
     sql: str,
     params: list[Any],
-) -> list[dict[str, Any]]:
+    memory_limit: str,
+) -> Iterator[QueryResult]:
     # A private spill folder: DuckDB lets a query read its temp directory even with external
     # access off, and the shared /tmp must stay out of reach.
     spill = tempfile.mkdtemp(prefix="purchases-query-")
-    engine = DuckDBEngine(lake, memory_limit="1GB", temp_directory=spill)
+    engine = DuckDBEngine(lake, memory_limit=memory_limit, temp_directory=spill)
     try:
         allowed, staged = _create_views(engine, lake, commits, landed, named)
         con = engine.con
@@ -289,11 +321,9 @@ def _run(
         con.execute("SET lock_configuration = true")
         try:
             cursor = con.execute(sql, params)
-            names = [d[0] for d in cursor.description or []]
-            rows = cursor.fetchall()
         except duckdb.Error as exc:
             raise _query_error(exc, landed, named, staged) from exc
-        return [dict(zip(names, row, strict=True)) for row in rows]
+        yield QueryResult([d[0] for d in cursor.description or []], cursor)
     finally:
         engine.close()
         shutil.rmtree(spill, ignore_errors=True)
