@@ -25,20 +25,64 @@ def _settings():
     return state.settings
 
 
+def _revision(value: str, *, also: str) -> str:
+    """A revision flag's value: `also` (head, base) or a revision this version ships."""
+    from purchases import migrations
+
+    if value == also or value in migrations.shipped_revisions():
+        return value
+    raise typer.BadParameter(f"{value!r} is not a revision this version of purchases ships: "
+                             f"give {also} or one of {', '.join(migrations.shipped_revisions())}")
+
+
 @db_app.command("upgrade")
 def upgrade(
-    revision: Annotated[str, typer.Option(help="Target revision.")] = "head",
-    sql: Annotated[bool, typer.Option("--sql", help="Print the DDL for the configured "
-                                      "database's dialect instead of running it.")] = False,
+    revision: Annotated[str, typer.Option(
+        parser=lambda v: _revision(v, also="head"), metavar="REVISION",
+        help="Target revision: head, or one this version ships.")] = "head",
+    sql: Annotated[bool, typer.Option("--sql", help="Print the DDL that would bring the "
+                                      "configured database (at its revision, or --from) to "
+                                      "the target, in its dialect, instead of running it.")
+                   ] = False,
+    start: Annotated[str | None, typer.Option(
+        "--from", parser=lambda v: _revision(v, also="base"), metavar="REVISION",
+        help="With --sql: the revision the database is at (base: an empty one), given "
+             "instead of reading it from the database.")] = None,
 ) -> None:
     """Apply the schema migrations to the serving database (safe to repeat)."""
-    from purchases import serving
+    from purchases import migrations, serving
+    from purchases.errors import ConfigError, PurchasesError
 
+    order = migrations.shipped_revisions()
+    target = order[-1] if revision == "head" else revision
+    if start is not None and not sql:
+        raise typer.BadParameter("goes with --sql (a database's own revision is read from it)",
+                                 param_hint="'--from'")
+    file = serving.database_file(_settings())
+    new_file = file is not None and not file.exists()
     if sql:
-        out.file.write(serving.upgrade_sql(_settings(), revision))
+        if start is None and not new_file:  # the database's own revision
+            try:
+                start = serving.current_schema_revision(_settings())
+            except PurchasesError as exc:
+                raise ConfigError(f"{exc}; give --from REVISION (base: an empty database) to "
+                                  "print the DDL without connecting") from exc
+        elif start == "base":
+            start = None
+        if start is not None and order.index(start) >= order.index(target):
+            out.file.write(f"-- the database is at revision {start}: nothing to apply for "
+                           f"{target}\n")
+            return
+        out.file.write(serving.upgrade_sql(_settings(), revision, start))
         return
-    where, now = serving.upgrade_schema(_settings(), revision)
-    say(out, f"{where}: schema at revision {now}")
+    where, before, now = serving.upgrade_schema(_settings(), revision)
+    if before == now:
+        past = f", past {target} already (upgrade never goes back)" if now != target else ""
+        say(out, f"{where}: schema at revision {now}{past}; nothing to apply")
+    else:
+        was = "a new database file" if new_file else (
+            f"revision {before}" if before else "an empty database")
+        say(out, f"{where}: schema upgraded from {was} to revision {now}")
 
 
 @db_app.command("current")

@@ -335,7 +335,8 @@ def test_a_lake_of_an_unsupported_kind_is_one_line_naming_it(cli, lake: str, sai
     # s3fs expands patterns when it moves a run's outputs: the run failed, its files unfound
     ("s3://bucket/lake[1]",
      "holds * or [, which the store's client reads as a pattern: rename the prefix"),
-    ("s3://bucket/*", "holds * or [, which the store's client reads as a pattern: rename the prefix"),
+    ("s3://bucket/*",
+     "holds * or [, which the store's client reads as a pattern: rename the prefix"),
 ])
 def test_a_lake_url_naming_no_lasting_writable_place_is_refused_and_nothing_is_written(
     cli, tmp_path: Path, lake: str, said: str

@@ -422,7 +422,8 @@ def test_file_names_with_glob_characters_are_read_as_written_on_s3(
     s = settings.model_copy(update={"lake": f"s3://{bucket}/lake"})
     lake = Lake(s.lake_uri)
     names = ["sales1.csv", "sales[1].csv", "s*.csv", "s?les1.csv"]
-    paths = [write_file(tmp_path / "in" / n, HEADER + f"{pid},A,B,a@x.io,{pid},2024-01-10,4.00,AUD\n")
+    paths = [write_file(tmp_path / "in" / n,
+                        HEADER + f"{pid},A,B,a@x.io,{pid},2024-01-10,4.00,AUD\n")
              for pid, n in enumerate(names, start=100)]
     bronze.land(lake, paths, date(2024, 1, 15))
     record = run_pipeline(s)

@@ -211,8 +211,8 @@ def test_db_upgrade_is_repeatable_and_adopts_pre_migration_tables(
                 "'2024-01-01', 1, 1, '2024-01-01 00:00:00')")
     finally:
         engine.dispose()
-    assert serving.upgrade_schema(s)[1] == migrations.head_revision()
-    assert serving.upgrade_schema(s)[1] == migrations.head_revision()
+    assert serving.upgrade_schema(s)[2] == migrations.head_revision()
+    assert serving.upgrade_schema(s)[2] == migrations.head_revision()
     assert summary(s)[0]["full_name"] == "Kept Row"
     assert summary(s)[0]["total_spent_aud"] == Decimal("1.10")
     status = serving.schema_status(s)
@@ -245,7 +245,7 @@ def test_revision_0002_keeps_every_amount_exact_and_shows_aud_raw(
                         "'2024-01-01 00:00:00')"), {"i": i, "m": stored})
     finally:
         engine.dispose()
-    assert serving.upgrade_schema(s)[1] == "0002"
+    assert serving.upgrade_schema(s)[2] == "0002"
     expected = {i: Decimal(a) for i, a in enumerate(MIGRATED_AMOUNTS, start=1)}
     with serving.connect(s) as db:
         assert {r["customer_id"]: r["total_spent_aud"] for r in db.summary()} == expected
@@ -557,7 +557,7 @@ def test_every_cli_command_works_on_the_backend(
         assert done.returncode == 0, done.stderr
         return done.stdout
 
-    assert "schema at revision" in ok("db", "upgrade")
+    assert "to revision 0002" in ok("db", "upgrade")
     for f in files:
         ok("ingest", str(f.path), "--date", str(f.ingestion_date))
         assert "succeeded" in ok("run")
@@ -572,6 +572,49 @@ def test_every_cli_command_works_on_the_backend(
     assert status["up_to_date"] is True and status["batches_applied"] == 2
     assert ok("rejects", "--limit", "5")
     assert ok("query", "SELECT count(*) AS n FROM gold")
+
+
+def test_db_upgrade_says_where_it_went_and_refuses_what_it_cannot_do(
+    settings: Settings, db_url: str
+) -> None:
+    """`db upgrade --sql` printed the DDL for an empty database whatever the database held;
+    a revision it does not know (zzz, -1, or a newer release's 0099 in the database) was an
+    "unexpected CommandError"."""
+    s = settings.model_copy(update={"database_url": db_url})
+
+    def db(*args: str, code: int = 0) -> str:
+        done = cli(s.home, db_url, "db", "upgrade", *args)
+        assert done.returncode == code, done.stderr
+        assert "Traceback" not in done.stderr and "unexpected" not in done.stderr, done.stderr
+        return done.stdout if code == 0 else done.stderr
+
+    first = db("--revision", "0001")
+    assert first.endswith(" to revision 0001\n") and "schema upgraded from a" in first, first
+    ddl = db("--sql")
+    assert "Running upgrade 0001 -> 0002" in ddl and "Running upgrade  -> 0001" not in ddl
+    assert "Running upgrade  -> 0001" in db("--sql", "--from", "base")
+    assert db("--sql", "--revision", "0001") == (
+        "-- the database is at revision 0001: nothing to apply for 0001\n")
+    assert db().endswith("schema upgraded from revision 0001 to revision 0002\n")
+    assert db().endswith("schema at revision 0002; nothing to apply\n")
+    assert db("--revision", "0001").endswith(
+        "schema at revision 0002, past 0001 already (upgrade never goes back); nothing to "
+        "apply\n")
+    for bad in ("zzz", "-1", "base"):
+        said = db("--revision", bad, code=2)
+        assert f"Invalid value for '--revision': '{bad}' is not a revision this version of " \
+               "purchases ships: give head or one of 0001, 0002" in said, said
+    assert "'--from': goes with --sql" in db("--from", "0001", code=2)
+    engine = serving.create_db_engine(s)
+    try:
+        with engine.begin() as con:
+            con.exec_driver_sql(f"UPDATE {migrations.VERSION_TABLE} SET version_num = '0099'")
+    finally:
+        engine.dispose()
+    for args in ((), ("--sql",)):
+        said = db(*args, code=1)
+        assert "has schema revision 0099, newer than this version of purchases knows (head " \
+               "0002): upgrade purchases" in said and len(said.strip().splitlines()) == 1, said
 
 
 # --- bulk load: values that trip up text formats ------------------------------------------------

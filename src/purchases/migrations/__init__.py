@@ -65,6 +65,11 @@ def scripts_head() -> str | None:
     return _script().get_current_head()
 
 
+def shipped_revisions() -> list[str]:
+    """Every revision this version ships, oldest first (the history is linear)."""
+    return [r.revision for r in reversed(list(_script().walk_revisions()))]
+
+
 def is_known(revision: str) -> bool:
     """Whether this version of the package ships `revision`."""
     from alembic.util import CommandError
@@ -124,14 +129,15 @@ def upgrade(engine: sa.Engine, revision: str = "head") -> str | None:
                     release()
 
 
-def upgrade_sql(url: sa.URL, revision: str = "head") -> str:
-    """The DDL `upgrade` would run on an empty database of this URL's dialect (for DBAs)."""
+def upgrade_sql(url: sa.URL, revision: str = "head", start: str | None = None) -> str:
+    """The DDL `upgrade` would run on a database of this URL's dialect at revision `start`
+    (None: an empty database), for DBAs."""
     from alembic import command
 
     out = io.StringIO()
     cfg = alembic_config(output=out)
     cfg.attributes["offline_url"] = url
-    command.upgrade(cfg, revision, sql=True)
+    command.upgrade(cfg, f"{start}:{revision}" if start else revision, sql=True)
     return out.getvalue()
 
 

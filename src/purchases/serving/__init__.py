@@ -23,6 +23,7 @@ from purchases.serving.connection import (
 from purchases.serving.database import (
     ServingDatabase,
     connect,
+    current_schema_revision,
     schema_status,
     upgrade_schema,
     upgrade_sql,
@@ -33,6 +34,7 @@ from purchases.serving.staging import STAGING_CHUNK
 
 __all__ = [
     "PASSWORD_ENV", "STAGING_CHUNK", "ServingDatabase", "connect", "create_db_engine",
+    "current_schema_revision",
     "database_file", "database_url", "dialects", "is_transient", "masked_url", "schema_status",
     "translate", "upgrade_schema", "upgrade_sql", "upsert_statement",
 ]

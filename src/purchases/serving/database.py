@@ -108,12 +108,18 @@ class ServingDatabase:
             current = migrations.current_revision(con)
         if current == head:
             return
-        if current is not None and not migrations.is_known(current):
-            raise PermanentError(
-                f"database {masked_url(self.engine.url)} has schema revision {current}, newer "
-                f"than this version of purchases knows (head {head}): upgrade purchases"
-            )
+        self.check_known(current)
         migrations.upgrade(self.engine)
+
+    def check_known(self, revision: str | None) -> None:
+        """Raises PermanentError: the database is at a revision this version does not ship
+        (a newer release migrated it)."""
+        if revision is not None and not migrations.is_known(revision):
+            raise PermanentError(
+                f"database {masked_url(self.engine.url)} has schema revision {revision}, newer "
+                f"than this version of purchases knows (head {migrations.head_revision()}): "
+                "upgrade purchases"
+            )
 
     def schema_revision(self) -> str | None:
         """The migration revision the database is at (None: never migrated)."""
@@ -453,10 +459,31 @@ def connect(settings: Settings) -> Iterator[ServingDatabase]:
         yield db
 
 
-def upgrade_schema(settings: Settings, revision: str = "head") -> tuple[str, str | None]:
-    """Apply migrations up to `revision`; returns (masked URL, revision now)."""
+def upgrade_schema(
+    settings: Settings, revision: str = "head"
+) -> tuple[str, str | None, str | None]:
+    """Apply migrations up to `revision` (never back); returns (masked URL, revision
+    before, revision now).
+
+    Raises:
+        PermanentError: the database is at a revision this version does not ship.
+    """
     with _opened(settings) as db:
-        return masked_url(db.engine.url), migrations.upgrade(db.engine, revision)
+        before = db.schema_revision()
+        db.check_known(before)
+        return masked_url(db.engine.url), before, migrations.upgrade(db.engine, revision)
+
+
+def current_schema_revision(settings: Settings) -> str | None:
+    """The revision the configured database is at (None: never migrated); changes nothing.
+
+    Raises:
+        PermanentError: it is at a revision this version does not ship.
+    """
+    with _opened(settings) as db:
+        current = db.schema_revision()
+        db.check_known(current)
+        return current
 
 
 def schema_status(settings: Settings) -> dict[str, Any]:
@@ -478,6 +505,7 @@ def schema_status(settings: Settings) -> dict[str, Any]:
         return status
 
 
-def upgrade_sql(settings: Settings, revision: str = "head") -> str:
-    """The migration DDL for the configured database's dialect, without connecting."""
-    return migrations.upgrade_sql(database_url(settings), revision)
+def upgrade_sql(settings: Settings, revision: str = "head", start: str | None = None) -> str:
+    """The migration DDL from revision `start` (None: an empty database) for the configured
+    database's dialect, without connecting."""
+    return migrations.upgrade_sql(database_url(settings), revision, start)
