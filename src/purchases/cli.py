@@ -110,6 +110,8 @@ def _global(
     state.debug = debug
     state.command = ctx.invoked_subcommand
     state.settings = load_settings(
+        {name: "--" + name.replace("_", "-") for name in
+         ("home", "lake", "database_url", "fx_rates", "engine")},
         home=home, lake=lake, database_url=database_url, fx_rates=fx_rates, engine=engine
     )
 

@@ -117,7 +117,8 @@ def sync(
     settings = _settings()
     if database is not None:
         # Validated like the environment variable.
-        settings = load_settings(**{**settings.model_dump(), "glue_database": database})
+        settings = load_settings({"glue_database": "--database"},
+                                 **{**settings.model_dump(), "glue_database": database})
     results = glue_catalog.sync(settings, Lake(settings.lake_uri))
     for r in results:
         say(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from decimal import Decimal
 from pathlib import Path
 from typing import Literal
@@ -159,18 +160,22 @@ class Settings(BaseSettings):
         return self.database_url or f"sqlite:///{self.home / 'purchases.db'}"
 
 
-def load_settings(**overrides: object) -> Settings:
+def load_settings(flags: Mapping[str, str] | None = None, **overrides: object) -> Settings:
     """Build settings from the environment plus explicit overrides (flags); None means unset.
+    `flags` names the command-line flag an override came from (field -> "--flag").
 
     Raises:
-        ConfigError: naming the invalid key and what it expects.
+        ConfigError: naming the invalid key (the flag, for a value given by one) and what it
+            expects.
     """
     given = {k: v for k, v in overrides.items() if v is not None}
     try:
         return Settings(**given)
     except ValidationError as exc:
         err = exc.errors()[0]
-        key = "PURCHASES_" + str(err["loc"][0]).upper() if err["loc"] else "settings"
+        field = str(err["loc"][0]) if err["loc"] else ""
+        flag = (flags or {}).get(field) if field in given else None
+        key = flag or ("setting PURCHASES_" + field.upper() if field else "settings")
         # A validator's own message, without pydantic's "Value error, " in front of it.
         message = str(err["msg"]).removeprefix("Value error, ")
-        raise ConfigError(f"invalid setting {key}: {message}") from None
+        raise ConfigError(f"invalid {key}: {message}") from None

@@ -273,6 +273,17 @@ def test_glue_error_codes_become_transient_or_permanent(lake_h: tuple[Harness, A
     assert "AccessDeniedException" in message and "glue:CreateTable" in message
 
 
+def test_sync_of_a_local_lake_names_the_lake_not_the_database_setting(
+        settings: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    """With --database given, the error named PURCHASES_GLUE_DATABASE, which was never set."""
+    with pytest.raises(SystemExit) as exit_:
+        main(["--home", str(settings.home), "aws", "catalog", "sync", "--database", "foo"])
+    assert exit_.value.code == 1
+    assert capsys.readouterr().err == (
+        f"Error: the Glue catalog registers a lake on S3, not {settings.lake_uri}: set --lake / "
+        "PURCHASES_LAKE to s3://bucket/prefix\n")
+
+
 def test_a_local_lake_with_a_glue_database_is_a_config_error(settings: Any) -> None:
     s = settings.model_copy(update={"glue_database": "purchases"})
     with pytest.raises(ConfigError, match="needs a lake on S3"):
@@ -287,5 +298,5 @@ def test_a_bad_database_name_is_a_one_line_setting_error(
         main(["aws", "catalog", "sync", "--database", "My-DB"])
     assert exit_.value.code == 1
     err = capsys.readouterr().err
-    assert err.startswith("Error: invalid setting PURCHASES_GLUE_DATABASE") and (
+    assert err.startswith("Error: invalid --database: ") and (
         "lower-case letters" in err), err

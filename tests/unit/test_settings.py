@@ -81,6 +81,29 @@ def test_a_path_of_only_spaces_is_refused_by_name(
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_bad_value_given_by_a_flag_is_refused_naming_the_flag(
+    monkeypatch: pytest.MonkeyPatch, tmp_path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--engine foo` and `aws catalog sync --database My-DB` were refused naming the
+    environment variables, which the user never set."""
+    from purchases.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    for args, said in (
+        (["--engine", "foo", "runs"], "invalid --engine: Input should be 'duckdb' or 'spark'"),
+        (["--home", " ", "runs"], "invalid --home: is blank (only spaces): give a path or URL"),
+        (["aws", "catalog", "sync", "--database", "My-DB"], "invalid --database: use lower-case "
+         "letters, digits and underscores (Athena's names)"),
+    ):
+        with pytest.raises(SystemExit) as exit_:
+            main(args)
+        assert exit_.value.code == 1
+        assert capsys.readouterr().err == f"Error: {said}\n"
+    monkeypatch.setenv("PURCHASES_ENGINE", "foo")  # from the environment: named so
+    with pytest.raises(ConfigError, match="^invalid setting PURCHASES_ENGINE: "):
+        load_settings({"engine": "--engine"}, engine=None)
+
+
 def test_a_path_with_spaces_inside_is_a_path(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
     monkeypatch.chdir(tmp_path)
     assert load_settings(home=" my home ").home.name == " my home "

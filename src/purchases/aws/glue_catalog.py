@@ -312,7 +312,9 @@ def sync(settings: Settings, lake: Lake) -> list[TableSync]:
         raise ConfigError(
             "no Glue database configured: set PURCHASES_GLUE_DATABASE=<name> (or pass --database)"
         )
-    _require_s3(settings, lake)
+    if not _on_s3(lake):  # the database may come from --database: name the lake only
+        raise ConfigError(f"the Glue catalog registers a lake on S3, not {lake.uri}: set "
+                          "--lake / PURCHASES_LAKE to s3://bucket/prefix")
     glue = _GlueCatalog(settings, lake)
     glue.ensure_tables(update=True)
     # Listed before the commit log is read: a partition a concurrent run registers after this
@@ -372,8 +374,12 @@ def _write_marker(settings: Settings, lake: Lake, batch_id: int) -> None:
     lake.write_json(MARKER_PATH, {**_marker_key(settings, lake), "batch_id": batch_id})
 
 
+def _on_s3(lake: Lake) -> bool:
+    return lake.url("").startswith("s3://")
+
+
 def _require_s3(settings: Settings, lake: Lake) -> None:
-    if not lake.url("").startswith("s3://"):
+    if not _on_s3(lake):
         raise ConfigError(
             f"PURCHASES_GLUE_DATABASE={settings.glue_database} needs a lake on S3, not "
             f"{lake.uri}: set PURCHASES_LAKE=s3://bucket/prefix, or unset "
