@@ -7,6 +7,7 @@ reading the whole history.
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
@@ -128,7 +129,15 @@ def load_all(lake: Lake, limit: int | None = None) -> list[RunRecord]:
     return [r for r in (load(lake, i) for i in ids) if r is not None]
 
 
+# What a run id can be: a local one (orchestrator.new_run_id) or a Step Functions execution
+# name (at most 80 letters, digits, - and _). Anything else names no record, and is never made
+# into a path (a 300-character id was "File name too long", "../x" a path outside the runs).
+_RUN_ID = re.compile(r"[A-Za-z0-9_-]{1,80}")
+
+
 def load(lake: Lake, run_id: str) -> RunRecord | None:
+    if not _RUN_ID.fullmatch(run_id):
+        return None
     try:
         return RunRecord.from_json(lake.read_json(f"{RUNS_DIR}/{run_id}.json"))
     except FileNotFoundError:

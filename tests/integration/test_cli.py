@@ -85,6 +85,8 @@ def test_ingest_run_top_rejects_runs_query(cli, tmp_path: Path) -> None:
         (("ingest", ".", "--date", "2024-13-01"), "'2024-13-01' is not a date YYYY-MM-DD", 2),
         (("query", "SELECT * FROM nowhere"), "nowhere", 1),
         (("runs", "show", "missing"), "no run 'missing'", 1),
+        (("runs", "show", "r" * 300), f"no run '{'r' * 300}'", 1),  # was "File name too long"
+        (("runs", "show", "../../lake/x"), "no run '../../lake/x'", 1),
         (("top", "-n", "0"), "", 2),
         (("frobnicate",), "No such command", 2),
     ],
