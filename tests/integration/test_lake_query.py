@@ -227,6 +227,11 @@ def test_read_only_statements_work(ran: Harness) -> None:
     assert _q(lake, "EXPLAIN (FORMAT json) SELECT * FROM silver")
     assert _q(lake, "SUMMARIZE quarantine")
     assert _q(lake, "FROM silver SELECT purchase_id;;") == [{"purchase_id": 100}]
+    # A PIVOT without an IN list, which DuckDB runs as CREATE TYPE + SELECT (was "MULTI is
+    # not allowed"), bare and inside a query.
+    pivot = "PIVOT silver ON currency USING sum(amount_aud) GROUP BY customer_id"
+    assert _q(lake, pivot) == [{"customer_id": 1, "AUD": Decimal("16.00")}]
+    assert _q(lake, f"WITH p AS ({pivot}) SELECT count(*) AS n FROM p") == [{"n": 1}]
 
 
 @pytest.mark.parametrize(
@@ -241,6 +246,7 @@ def test_read_only_statements_work(ran: Harness) -> None:
         ("SET enable_external_access = true", "SET/RESET/USE is not allowed"),
         ("PRAGMA version", "PRAGMA is not allowed"),
         ("CREATE TABLE t AS SELECT 1", "CREATE is not allowed"),
+        ("CREATE TABLE t AS PIVOT silver ON currency USING count(*)", "CREATE is not allowed"),
         ("CREATE OR REPLACE VIEW silver AS SELECT 1", "CREATE is not allowed"),
         ("INSERT INTO bronze_files SELECT * FROM bronze_files", "INSERT is not allowed"),
         ("CALL pragma_version()", "CALL/CHECKPOINT is not allowed"),

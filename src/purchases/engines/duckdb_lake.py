@@ -247,13 +247,28 @@ def read_only_statement(sql: str) -> duckdb.Statement:
                 "EXPLAIN of a statement that is not a SELECT is not allowed: "
                 "`purchases query` is read-only"
             )
+    if kind == duckdb.StatementType.MULTI and _first_word(statement.query) in _QUERY_WORDS:
+        # DuckDB runs a PIVOT without an IN list as CREATE TYPE (an enum of the values, in
+        # this throw-away in-memory catalog) then the SELECT: still a read of the views. A
+        # MULTI opening with any other word (CREATE TABLE x AS PIVOT ...) is refused below.
+        return statement
     if kind not in _READ_ONLY:
         name = _NAMES.get(kind, kind.name)
+        if kind == duckdb.StatementType.MULTI:  # name what it is, not how DuckDB splits it
+            name = _first_word(statement.query).upper()
         raise InputError(
             f"{name} is not allowed: `purchases query` runs one read-only SELECT "
             "(or WITH, VALUES, DESCRIBE, SHOW, EXPLAIN) over the lake's views"
         )
     return statement
+
+
+_QUERY_WORDS = {"pivot", "select", "with", "from", "("}
+
+
+def _first_word(text: str) -> str:
+    tokens = _tokens(text)
+    return tokens[0][2].lower() if tokens else ""
 
 
 def _explained(text: str) -> duckdb.Statement | None:
