@@ -8,6 +8,7 @@ import dataclasses
 import gzip
 import hashlib
 import io
+import os
 import re
 import zlib
 from collections.abc import Iterator
@@ -84,15 +85,19 @@ def source_files(paths: list[Path]) -> list[Path]:
     found: list[Path] = []
     for p in paths:
         if p.is_dir():
-            found.extend(
-                sorted(
-                    f
-                    for f in p.rglob("*")
-                    if f.is_file()
-                    and f.name.lower().endswith(BRONZE_FILE_SUFFIXES)
-                    and not f.name.startswith((".", "_"))
-                )
+            named = sorted(
+                f for f in p.rglob("*")
+                if f.name.lower().endswith(BRONZE_FILE_SUFFIXES)
+                and not f.name.startswith((".", "_"))
+                and not f.is_dir()
             )
+            for f in named:  # a data file's name on what cannot be landed: never skipped quietly
+                if f.is_symlink() and not f.exists():
+                    raise InputError(f"{f}: a symbolic link to {os.readlink(f)}, which does "
+                                     "not exist")
+                if not f.is_file():
+                    raise InputError(f"{f}: not a regular file")
+            found.extend(named)
         elif p.is_file():
             if not p.name.lower().endswith(BRONZE_FILE_SUFFIXES):
                 raise InputError(f"{p}: not a .csv or .csv.gz file")

@@ -187,3 +187,29 @@ def test_file_names_with_glob_characters_are_read_as_written(tmp_path, monkeypat
     assert (bronze["n"], bronze["total"]) == (5, Decimal("20.00"))
     [gold] = lake_query(harness.lake, "SELECT count(*) AS n FROM gold")
     assert gold["n"] == 5
+
+
+def test_a_data_file_name_that_cannot_be_landed_stops_a_folder_ingest(tmp_path) -> None:
+    """A dangling x.csv symlink (or a FIFO named x.csv) in a folder was skipped quietly."""
+    import os
+
+    from purchases.bronze import source_files
+    from purchases.errors import InputError
+
+    folder = tmp_path / "in"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "a.csv").write_text(HEADER)
+    (folder / "dir.csv").mkdir()  # a folder so named is walked, not refused
+    (folder / "sub" / "b.csv").symlink_to(tmp_path / "gone.csv")
+    with pytest.raises(InputError) as caught:
+        source_files([folder])
+    assert str(caught.value) == (
+        f"{folder / 'sub' / 'b.csv'}: a symbolic link to {tmp_path / 'gone.csv'}, which does "
+        "not exist")
+    (folder / "sub" / "b.csv").unlink()
+    os.mkfifo(folder / "sub" / "f.csv")
+    with pytest.raises(InputError, match="f.csv: not a regular file$"):
+        source_files([folder])
+    (folder / "sub" / "f.csv").unlink()
+    (folder / "sub" / "ok.csv").symlink_to(folder / "a.csv")  # a link to a file is taken
+    assert source_files([folder]) == [folder / "a.csv", folder / "sub" / "ok.csv"]
