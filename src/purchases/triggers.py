@@ -24,7 +24,8 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -32,9 +33,11 @@ from queue import Empty, SimpleQueue
 from typing import Any
 from urllib.parse import quote_plus, unquote_plus
 
+from filelock import FileLock, Timeout
+
 from purchases import bronze, commit_log
 from purchases.config import Settings
-from purchases.errors import PurchasesError
+from purchases.errors import InputError, PurchasesError
 from purchases.history import RunRecord
 from purchases.orchestrator import run_locked, writer_lock
 from purchases.steps import pending_files
@@ -299,6 +302,9 @@ class WatchOptions:
     recheck: float = 3600.0
 
 
+WATCH_LOCK = ".watch.lock"  # in the inbox: hidden, so never taken for data
+
+
 def is_inbox_candidate(path: Path) -> bool:
     """A name that may be a finished data file: .csv/.csv.gz, not hidden, not a temporary
     (`x.csv.part`, `x.csv.tmp`, `.x.csv` and `_x.csv` are never picked up)."""
@@ -389,10 +395,38 @@ class FolderWatcher:
     # -- the loop --
 
     def run(self) -> None:
-        """Watch until stop is set (SIGINT/SIGTERM when run from the main thread)."""
+        """Watch until stop is set (SIGINT/SIGTERM when run from the main thread).
+
+        Raises:
+            InputError: another watcher holds the inbox.
+        """
+        self.inbox.mkdir(parents=True, exist_ok=True)
+        with self._inbox_lock():
+            self._watch()
+
+    @contextmanager
+    def _inbox_lock(self) -> Iterator[None]:
+        """One watcher per inbox: two would race to land and move the same files (every file
+        but one "could not land" in the second's log)."""
+        path = self.inbox / WATCH_LOCK
+        lock = FileLock(str(path), timeout=0)
+        try:
+            lock.acquire()
+        except Timeout:
+            raise InputError(f"inbox {self.inbox} is already watched by another `purchases "
+                             f"watch` (it holds {path}): stop it first, or watch another "
+                             "folder") from None
+        except OSError as exc:
+            raise InputError(f"inbox {self.inbox}: cannot take its watch lock {path}: "
+                             f"{exc.strerror or exc}") from None
+        try:
+            yield
+        finally:
+            lock.release()
+
+    def _watch(self) -> None:
         from watchdog.observers import Observer
 
-        self.inbox.mkdir(parents=True, exist_ok=True)
         observer = Observer()
         observer.schedule(_handler(self.events), str(self.inbox), recursive=False)
         observer.start()

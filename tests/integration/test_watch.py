@@ -144,7 +144,7 @@ def test_watch_processes_every_file_exactly_once(
     assert all(r.status == "succeeded" for r in runs)
     # The inbox keeps only what is not data; landed files were moved aside.
     assert sorted(p.name for p in inbox.iterdir() if p.is_file()) == [
-        ".hidden.csv", "notes.txt", "upload.csv.tmp"]
+        ".hidden.csv", ".watch.lock", "notes.txt", "upload.csv.tmp"]
     assert sorted(p.name for p in (inbox / ".landed").rglob("*.csv")) == sorted(names)
 
 
@@ -182,6 +182,27 @@ def test_restarted_watch_runs_files_left_pending(
     assert _processed_names(home) == [sources[0].name]
     lake = Lake(load_settings(home=home).lake_uri)
     assert len([r for r in history.load_all(lake) if r.files]) == 1
+
+
+def test_a_second_watch_of_the_same_inbox_is_refused(
+    tmp_path: Path, sources: list[Path], watcher_factory: Callable[..., Watcher]
+) -> None:
+    """Two watchers raced for every file: the second logged "could not land" for each."""
+    home, inbox = tmp_path / "home", tmp_path / "inbox"
+    w = watcher_factory("--settle", "0.3", "--debounce", "0.2")
+    for other_home in (home, tmp_path / "other-home"):
+        second = subprocess.run([PURCHASES, "watch", str(inbox)], capture_output=True,
+                                text=True, env=cli_env(other_home), timeout=DEADLINE)
+        assert second.returncode == 1, second.stderr
+        assert second.stderr == (
+            f"Error: inbox {inbox} is already watched by another `purchases watch` (it holds "
+            f"{inbox / '.watch.lock'}): stop it first, or watch another folder\n")
+    shutil.copy(sources[0], inbox / sources[0].name)
+    w.wait_for(lambda: _processed_names(home) == [sources[0].name], "the file")
+    assert w.stop() == 0 and "could not land" not in w.log, w.log
+    # Once the first has stopped, the inbox can be watched again.
+    again = watcher_factory("--settle", "0.3")
+    assert again.stop() == 0
 
 
 def test_a_file_rejected_whole_is_named_in_the_log(
