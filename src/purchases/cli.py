@@ -30,6 +30,7 @@ from rich.console import Console
 from purchases import bronze, history, insights, serving
 from purchases.cli_aws import aws_app
 from purchases.cli_db import db_app
+from purchases.cli_params import given_path
 from purchases.config import Settings, load_settings
 from purchases.contract import TOP_CUSTOMERS_COLUMNS
 from purchases.errors import ConfigError, InputError, PurchasesError
@@ -87,6 +88,7 @@ def _global(
     home: Annotated[
         Path | None,
         typer.Option(
+            parser=given_path, metavar="PATH",
             help="Folder for the lake, database and lock "
             "(env PURCHASES_HOME; default ./.purchases)."
         ),
@@ -99,6 +101,7 @@ def _global(
     fx_rates: Annotated[
         Path | None,
         typer.Option(
+            parser=given_path, metavar="PATH",
             help="FX rates CSV (env PURCHASES_FX_RATES; default: the shipped illustrative table)."
         ),
     ] = None,
@@ -203,7 +206,8 @@ def _require_writable_home() -> None:
 
 @app.command()
 def ingest(
-    paths: Annotated[list[Path], typer.Argument(help="CSV/.csv.gz files or folders of them.")],
+    paths: Annotated[list[Path], typer.Argument(parser=given_path,
+                                                help="CSV/.csv.gz files or folders of them.")],
     day: Annotated[
         date | None,
         typer.Option(
@@ -255,7 +259,7 @@ def watch(
         Path | None,
         # A folder named on the command line must exist: a typo would otherwise be watched,
         # empty, forever. The default inbox is created on first use.
-        typer.Argument(exists=True, file_okay=False,
+        typer.Argument(parser=given_path,
                        help="Folder to watch (default: $PURCHASES_HOME/inbox, created if "
                        "missing)."),
     ] = None,
@@ -285,6 +289,11 @@ def watch(
     """
     from purchases.triggers import WatchOptions, log_to_stderr, watch_folder
 
+    if inbox is not None and not inbox.is_dir():
+        raise typer.BadParameter(
+            f"'{inbox}' is a file, not a folder" if inbox.exists() else
+            f"'{inbox}' does not exist (a folder named to watch must exist)",
+            param_hint="'inbox'")
     folder = inbox or state.settings.home / "inbox"
     if folder.exists() and not folder.is_dir():
         raise InputError(f"inbox {folder} is a file, not a folder: give a folder to watch")
@@ -451,7 +460,8 @@ def report(
     out_file: Annotated[
         Path | None,
         typer.Option(
-            "--out", dir_okay=False, help="HTML file to write (default: <home>/report.html)."
+            "--out", parser=given_path, metavar="FILE",
+            help="HTML file to write (default: <home>/report.html)."
         ),
     ] = None,
     open_it: Annotated[
@@ -468,6 +478,9 @@ def report(
     table, and the top customers."""
     from purchases.report import write_report
 
+    if out_file is not None and out_file.is_dir():
+        raise typer.BadParameter(f"'{out_file}' is a folder: give the HTML file to write",
+                                 param_hint="'--out'")
     # A mistyped home is said so, as `top` does; in a home never run the page says "no runs
     # yet", and an embedded database not created yet stays so (its figures are empty).
     served = not database_not_created()
@@ -511,7 +524,8 @@ def query(
 
 @app.command()
 def generate(
-    out_dir: Annotated[Path, typer.Option("--out", help="Folder to write CSV files to.")],
+    out_dir: Annotated[Path, typer.Option("--out", parser=given_path, metavar="PATH",
+                                          help="Folder to write CSV files to.")],
     rows: Annotated[int, typer.Option(min=0, max=MAX_ROWS * 10, help="Rows per day.")] = 15_000,
     days: Annotated[int, typer.Option(min=1, max=MAX_DAYS, help="Number of ingestion days.")] = 7,
     seed: Annotated[int, typer.Option(help="Random seed (same seed, same files).")] = 42,

@@ -14,6 +14,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from purchases.cli_params import given_path
 from purchases.render import say
 
 aws_app = typer.Typer(
@@ -41,7 +42,8 @@ def _settings():
 def render_definition(
     out_dir: Annotated[
         Path | None,
-        typer.Option("--out", help="Folder to write statemachine.asl.json to "
+        typer.Option("--out", parser=given_path, metavar="DIR",
+                     help="Folder to write statemachine.asl.json to "
                                    "(default: print the definition)."),
     ] = None,
 ) -> None:
@@ -70,7 +72,8 @@ def render_definition(
 def package(
     out_dir: Annotated[
         Path,
-        typer.Option("--out", help="Folder for the artifacts (created if needed)."),
+        typer.Option("--out", parser=given_path, metavar="DIR",
+                     help="Folder for the artifacts (created if needed)."),
     ] = Path("dist/aws"),
 ) -> None:
     """Build what the template deploys: wheel, Glue script, Lambda zip, definition, manifest.

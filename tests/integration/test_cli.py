@@ -105,7 +105,12 @@ def test_bad_setting_names_the_key(cli, tmp_path: Path) -> None:
     proc = subprocess.run([PURCHASES, "--engine", "oracle", "top"], capture_output=True,
                           text=True, env={**os.environ, "PURCHASES_HOME": str(env_home)})
     assert proc.returncode == 1
-    assert "PURCHASES_ENGINE" in proc.stderr and "Traceback" not in proc.stderr
+    assert proc.stderr == "Error: invalid --engine: Input should be 'duckdb' or 'spark'\n"
+    by_env = subprocess.run([PURCHASES, "top"], capture_output=True, text=True,
+                            env={**os.environ, "PURCHASES_HOME": str(env_home),
+                                 "PURCHASES_ENGINE": "oracle"})
+    assert by_env.returncode == 1
+    assert "invalid setting PURCHASES_ENGINE" in by_env.stderr and "Traceback" not in by_env.stderr
 
 
 def test_help_on_every_command(cli) -> None:

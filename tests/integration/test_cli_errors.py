@@ -225,6 +225,15 @@ def test_a_future_ingestion_date_is_a_usage_error(in_process, tmp_path: Path) ->
         (("query", "  \n "), "the SQL is empty"),
         (("top", "--format", "xml"), "--format"),
         (("watch", "a-file.csv"), "is a file"),
+        # "" is the current folder to click: files were written, landed or watched there.
+        (("watch", ""), "Invalid value for 'inbox': is empty: give a path (. for the current"),
+        (("ingest", ""), "Invalid value for 'paths': is empty: give a path"),
+        (("generate", "--out", ""), "Invalid value for '--out': is empty: give a path"),
+        (("report", "--out", " "), "Invalid value for '--out': is empty: give a path"),
+        (("aws", "render", "--out", ""), "Invalid value for '--out': is empty: give a path"),
+        (("aws", "package", "--out", ""), "Invalid value for '--out': is empty: give a path"),
+        (("--home", "", "runs"), "Invalid value for '--home': is empty: give a path"),
+        (("--fx-rates", "", "runs"), "Invalid value for '--fx-rates': is empty: give a path"),
         (("watch", "no-such-inbox"), "'no-such-inbox' does not exist"),
         # The program's name is pytest's here: `purchases --home ... top` from the shell.
         (("top", "--home", "h"), "itself: give it before the command, "),

@@ -1,0 +1,19 @@
+"""Parameter parsers shared by the command-line modules."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+
+def given_path(text: str | Path) -> Path:
+    """A path typed on the command line; an empty one ("", or only spaces) is refused.
+
+    Typer takes "" for the current folder: `generate --out ""` wrote its files there, and
+    `watch ""` watched it. Nobody types "" to mean ".", so it is a usage error naming the
+    option instead.
+    """
+    if isinstance(text, str) and not text.strip():
+        raise typer.BadParameter("is empty: give a path (. for the current folder)")
+    return Path(text)
