@@ -499,8 +499,8 @@ def query(
     sql: Annotated[
         str,
         typer.Argument(
-            help="SQL over the views bronze, silver, quarantine, "
-            "gold and customers (current state)."
+            help="SQL over the views silver, quarantine, gold, customers (current "
+            "state), bronze (the landed rows as text) and bronze_files (every landed file)."
         ),
     ],
     fmt: FormatOption = OutputFormat.table,
@@ -619,6 +619,17 @@ def _inside(path: Path, folder: Path) -> bool:
     return path.resolve().is_relative_to(folder.resolve())
 
 
+def _no_data(path: Path) -> bool:
+    """What other commands leave in a home that holds no data: an empty run lock, and an
+    inbox `watch` made and left empty (bar its own lock)."""
+    from purchases.triggers import WATCH_LOCK
+
+    if path.name == "run.lock":
+        return path.is_file() and path.stat().st_size == 0
+    return path.name == "inbox" and path.is_dir() and all(
+        p.name == WATCH_LOCK for p in path.iterdir())
+
+
 def _require_fresh_home() -> None:
     """demo's guard: a home that does not exist or is empty, no lake or database elsewhere."""
     from sqlalchemy.engine import make_url
@@ -652,7 +663,7 @@ def _require_fresh_home() -> None:
             f"demo writes sample data and will not write into the configured lake {s.lake} "
             f"(PURCHASES_LAKE/--lake): unset it and {fix}"
         )
-    held = sorted(p.name for p in s.home.iterdir()) if s.home.is_dir() else []
+    held = sorted(p.name for p in s.home.iterdir() if not _no_data(p)) if s.home.is_dir() else []
     if held:
         raise InputError(
             f"demo writes sample data only into a new or empty home, and {s.home} already "
@@ -701,10 +712,20 @@ def _show_usage_error(exc: Any) -> None:
             say(err, line)
         say(err, f"Try '{ctx.command_path} {ctx.help_option_names[0]}' for help.")
         say(err, "")
-    hint = _global_option_hint(exc, ctx)
+    hint = _global_option_hint(exc, ctx) or _sql_option_hint(exc, ctx)
     # Click's "(Possible options: ...)" guesses would contradict the hint.
     message = f"No such option: {exc.option_name}{hint}" if hint else exc.format_message()
     say(err, f"Error: {one_line(message)}")
+
+
+def _sql_option_hint(exc: Any, ctx: Any) -> str:
+    """`purchases query "-- note\nSELECT ..."`: SQL opening with a comment looks like an option."""
+    name = getattr(exc, "option_name", None) or ""
+    if ctx is None or ctx.command.name != "query" or not name.startswith("--") or not any(
+            c.isspace() for c in name):
+        return ""
+    return (" (SQL that starts with - is read as an option: give it after --, "
+            "`purchases query -- \"-- ...\"`)")
 
 
 def _global_option_hint(exc: Any, ctx: Any) -> str:

@@ -150,3 +150,9 @@ def test_demo_prints_top_five(cli) -> None:
     out = cli("demo", "--days", "2", "--rows", "2000").stdout
     assert "Top 5 customers" in out
     assert out.count("rows=2000") == 2
+
+
+def test_query_help_names_every_view(cli) -> None:
+    shown = " ".join(cli("query", "--help").stdout.split())
+    for view in ("silver", "quarantine", "gold", "customers", "bronze", "bronze_files"):
+        assert view in shown

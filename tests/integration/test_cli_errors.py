@@ -118,6 +118,20 @@ def test_demo_runs_in_an_empty_home(in_process, tmp_path: Path) -> None:
     assert "Top 5 customers" in out and "rows=50" in out
 
 
+def test_demo_runs_in_a_home_holding_only_what_watch_left(in_process, tmp_path: Path) -> None:
+    """A `watch` started and stopped on an empty inbox left inbox/ (and its lock): the home
+    holds no data, but demo refused it."""
+    (tmp_path / "home" / "inbox").mkdir(parents=True)
+    (tmp_path / "home" / "inbox" / ".watch.lock").write_text("")
+    (tmp_path / "home" / "run.lock").write_text("")
+    code, out, err = in_process("demo", "--days", "1", "--rows", "50")
+    assert code == 0, err
+    (tmp_path / "other" / "inbox").mkdir(parents=True)
+    (tmp_path / "other" / "inbox" / "waiting.csv").write_text(HEADER)  # data: refused
+    code, _, err = in_process("--home", str(tmp_path / "other"), "demo", "--rows", "50")
+    assert code == 1 and "already holds inbox: " in err, err
+
+
 # --- 6. data is shown literally -------------------------------------------------------------
 
 
@@ -223,6 +237,8 @@ def test_a_future_ingestion_date_is_a_usage_error(in_process, tmp_path: Path) ->
          "the first day must be 0001-01-31 or later (purchases are dated up to 30 days"),
         (("query", ""), "the SQL is empty"),
         (("query", "  \n "), "the SQL is empty"),
+        (("query", "-- top five\nSELECT 1"), "SQL that starts with - is read as an option: give "
+         "it after --, `purchases query -- \"-- ...\"`"),
         (("top", "--format", "xml"), "--format"),
         (("watch", "a-file.csv"), "is a file"),
         # "" is the current folder to click: files were written, landed or watched there.
