@@ -13,6 +13,7 @@ import json
 import logging
 import re
 import shlex
+import shutil
 import signal
 import sys
 import tempfile
@@ -763,8 +764,23 @@ def main(argv: list[str] | None = None) -> Any:
             signal.signal(signal.SIGINT, previous)
 
 
+def _fit_help_to_the_terminal() -> None:
+    """Below 80 columns Rich's help panels cut an option's help mid-word (PURCHASES_DATAB…)
+    and split choices (<table|csv|j son>); click's plain layout wraps at words: used there."""
+    mode = "rich" if shutil.get_terminal_size().columns >= _RICH_HELP_FROM else None
+    apps = [app]
+    while apps:
+        each = apps.pop()
+        each.rich_markup_mode = mode
+        apps.extend(g.typer_instance for g in each.registered_groups if g.typer_instance)
+
+
+_RICH_HELP_FROM = 80  # columns
+
+
 def _main(argv: list[str] | None) -> Any:
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])
+    _fit_help_to_the_terminal()
     try:
         code = app(args=argv, standalone_mode=False)
     except PurchasesError as exc:

@@ -160,3 +160,22 @@ def test_help_paragraphs_break_only_where_their_lines_end_at_80_columns() -> Non
     assert {"watch", "demo", "aws package", "db current"} <= set(seen)
     assert too_long == []
     assert broken_summaries == []
+
+
+@pytest.mark.parametrize("columns", [50, 79])
+def test_help_below_80_columns_cuts_no_word(tmp_path: Path, columns: int) -> None:
+    """Rich's panels cut option help mid-word below 80 columns (PURCHASES_DATAB…) and split
+    choices (<table|csv|j son>): there the plain layout is used, which wraps at words."""
+    import typer
+
+    from purchases.cli import app
+
+    for path, _ in _commands(typer.main.get_command(app)):
+        shown = purchases(tmp_path / "home", *path, "--help", columns=columns).stdout
+        assert "…" not in shown and widest(shown) <= columns, (path, shown)
+        assert "<table|csv|j" not in shown or "<table|csv|json>" in shown, (path, shown)
+        if not path:
+            for name in ("PURCHASES_HOME", "PURCHASES_DATABASE_URL", "PURCHASES_FX_RATES"):
+                assert name in shown, shown
+    wide = purchases(tmp_path / "home", "--help", columns=80).stdout
+    assert "╭─ Options" in wide  # Rich's panels from 80 columns on
