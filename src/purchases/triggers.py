@@ -533,10 +533,13 @@ class FolderWatcher:
     @staticmethod
     def _move_aside(path: Path, archive: Path) -> Path | None:
         """Move a landed file into the archive folder; where it went (None: left in place)."""
+        # A name taken already (the same name landed earlier that day) gets ~N before its
+        # suffix: still a data file's name, should it be landed again from here.
+        stem, dot, suffix = path.name.partition(".")
         target = archive / path.name
         n = 1
         while target.exists():
-            target = archive / f"{path.name}.{n}"
+            target = archive / f"{stem}~{n}{dot}{suffix}"
             n += 1
         try:
             archive.mkdir(parents=True, exist_ok=True)

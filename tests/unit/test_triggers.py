@@ -324,6 +324,13 @@ def test_a_file_written_on_after_it_was_landed_is_landed_again_whole(
     inbox.mkdir()
     watcher = FolderWatcher(settings, inbox, WatchOptions(settle=1.0, debounce=0.5), clock=clock)
     watcher.catch_up_at = None
+    # A file of the same name moved aside earlier today: this one is archived as slow~1.csv,
+    # still a data file's name when it is landed again from there (slow.csv.1 was not).
+    from datetime import UTC, datetime
+
+    earlier = inbox / ".landed" / datetime.now(UTC).date().isoformat() / "slow.csv"
+    earlier.parent.mkdir(parents=True)
+    earlier.write_text(HEADER)
     writer = (inbox / "slow.csv").open("w", encoding="utf-8", newline="")
     writer.write(HEADER + "1,A,B,a@x.io,101,2024-01-10,4.00,AUD\n")
     writer.flush()
@@ -340,7 +347,7 @@ def test_a_file_written_on_after_it_was_landed_is_landed_again_whole(
         clock.now += 0.6
     (_, second) = watcher.runs
     [f] = second.files
-    assert f["path"].rsplit("/", 1)[1].startswith("slow~")  # a new bronze file, the whole file
+    assert f["path"].rsplit("/", 1)[1] == "slow~1.csv"  # a new bronze file, the whole file
     assert (f["rows_in"], f["accepted"], f["duplicates"]) == (2, 1, 1)
     summary = Harness(settings, tmp_path).summary()
     assert {c: r["total_spent_aud"] for c, r in summary.items()} == {
