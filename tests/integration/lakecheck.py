@@ -22,7 +22,8 @@ PURCHASES = forked_cli.PURCHASES
 def cli_env(home: Path, **extra: str) -> dict[str, str]:
     """The environment of a `purchases` subprocess working on `home` (nothing inherited)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PURCHASES_")}
-    env.update(PURCHASES_HOME=str(home), COLUMNS="250", **extra)
+    env.update(PURCHASES_HOME=str(home), COLUMNS="250")
+    env.update(extra)  # COLUMNS too may be given
     return env
 
 

@@ -167,15 +167,20 @@ def test_help_below_80_columns_cuts_no_word(tmp_path: Path, columns: int) -> Non
     """Rich's panels cut option help mid-word below 80 columns (PURCHASES_DATAB…) and split
     choices (<table|csv|j son>): there the plain layout is used, which wraps at words."""
     import typer
+    from lakecheck import purchases as forked  # a forked process: no interpreter start each
 
     from purchases.cli import app
 
+    def shown(*args: str, width: int) -> str:
+        done = forked(tmp_path / "home", *args, "--help", COLUMNS=str(width))
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
     for path, _ in _commands(typer.main.get_command(app)):
-        shown = purchases(tmp_path / "home", *path, "--help", columns=columns).stdout
-        assert "…" not in shown and widest(shown) <= columns, (path, shown)
-        assert "<table|csv|j" not in shown or "<table|csv|json>" in shown, (path, shown)
+        text = shown(*path, width=columns)
+        assert "…" not in text and widest(text) <= columns, (path, text)
+        assert "<table|csv|j" not in text or "<table|csv|json>" in text, (path, text)
         if not path:
             for name in ("PURCHASES_HOME", "PURCHASES_DATABASE_URL", "PURCHASES_FX_RATES"):
-                assert name in shown, shown
-    wide = purchases(tmp_path / "home", "--help", columns=80).stdout
-    assert "╭─ Options" in wide  # Rich's panels from 80 columns on
+                assert name in text, text
+    assert "╭─ Options" in shown(width=80)  # Rich's panels from 80 columns on
