@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from purchases.render import OutputFormat, fits, render_rows, say
+from purchases.render import OutputFormat, fits, render_rows, say_wrapped
 
 db_app = typer.Typer(help="Serving database schema: migrate, inspect.", no_args_is_help=True)
 
@@ -78,11 +78,11 @@ def upgrade(
     where, before, now = serving.upgrade_schema(_settings(), revision)
     if before == now:
         past = f", past {target} already (upgrade never goes back)" if now != target else ""
-        say(out, f"{where}: schema at revision {now}{past}; nothing to apply")
+        say_wrapped(out, f"{where}: schema at revision {now}{past}; nothing to apply")
     else:
         was = "a new database file" if new_file else (
             f"revision {before}" if before else "an empty database")
-        say(out, f"{where}: schema upgraded from {was} to revision {now}")
+        say_wrapped(out, f"{where}: schema upgraded from {was} to revision {now}")
 
 
 @db_app.command("current")

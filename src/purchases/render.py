@@ -141,8 +141,9 @@ def render_batches(
             more += max(0, len(batch) - room)
         render_rows(console, shown, columns, fmt)
         if more:
-            say(console, f"... and {more:,} more row(s) not shown: the table stops at "
-                         f"{TABLE_ROW_LIMIT:,}; add a LIMIT, or give --format csv or json for all")
+            say_wrapped(console, f"... and {more:,} more row(s) not shown: the table stops at "
+                                 f"{TABLE_ROW_LIMIT:,}; add a LIMIT, or give --format csv or "
+                                 "json for all")
         return
     if fmt is OutputFormat.json:
         console.file.write("[")

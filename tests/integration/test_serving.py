@@ -583,7 +583,7 @@ def test_db_upgrade_says_where_it_went_and_refuses_what_it_cannot_do(
     s = settings.model_copy(update={"database_url": db_url})
 
     def db(*args: str, code: int = 0) -> str:
-        done = cli(s.home, db_url, "db", "upgrade", *args)
+        done = cli(s.home, db_url, "db", "upgrade", *args, COLUMNS="200")
         assert done.returncode == code, done.stderr
         assert "Traceback" not in done.stderr and "unexpected" not in done.stderr, done.stderr
         return done.stdout if code == 0 else done.stderr
