@@ -157,7 +157,13 @@ class Settings(BaseSettings):
 
     @property
     def db_url(self) -> str:
-        return self.database_url or f"sqlite:///{self.home / 'purchases.db'}"
+        if self.database_url:
+            return self.database_url
+        from sqlalchemy.engine import URL
+
+        # Built, not formatted: a home named `m?1` or `e%41f` is a query string or an escape
+        # in a URL's text, and put the database outside the home (one shared by homes).
+        return URL.create("sqlite", database=str(self.home / "purchases.db")).render_as_string()
 
 
 def load_settings(flags: Mapping[str, str] | None = None, **overrides: object) -> Settings:

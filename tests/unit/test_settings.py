@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import os
+from datetime import date
+from decimal import Decimal
+
 import pytest
 
+from purchases import serving
+from purchases.bronze import land
 from purchases.config import load_settings
 from purchases.errors import ConfigError
+from purchases.orchestrator import run_pipeline
+from purchases.storage import Lake
 
 
 @pytest.mark.parametrize(("given", "expected"), [
@@ -134,3 +142,28 @@ def test_a_secret_arn_that_names_no_secret_is_refused_by_name(
 def test_a_secret_arn_or_name_is_taken(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
     monkeypatch.setenv("PURCHASES_DATABASE_SECRET_ARN", value)
     assert load_settings().database_secret_arn == value
+
+
+@pytest.mark.parametrize("name", ["m?1", "e%41f", "h#1", "a@b:c", "sp ace", "ü"])
+def test_the_default_database_is_in_the_home_whatever_its_name(
+    monkeypatch: pytest.MonkeyPatch, tmp_path, name: str
+) -> None:
+    """The default URL was formatted from the home's path: `m?1` made `?1/purchases.db` a
+    query string (the database was the file `m`, shared by homes m?1 and m?2) and `e%41f`
+    put it in `eAf`."""
+    for key in [k for k in os.environ if k.startswith("PURCHASES_")]:
+        monkeypatch.delenv(key)
+    settings = load_settings(home=tmp_path / name)
+    assert serving.database_file(settings) == tmp_path / name / "purchases.db"
+    inbox = tmp_path / "in"
+    inbox.mkdir(exist_ok=True)
+    (inbox / "a.csv").write_text(
+        "customer_id,first_name,last_name,email,purchase_id,purchase_date,amount,currency\n"
+        "7,A,B,a@x.io,70,2024-01-10,4.00,AUD\n")
+    land(Lake(settings.lake_uri), [inbox / "a.csv"], date(2024, 1, 15))
+    run_pipeline(settings)
+    assert (tmp_path / name / "purchases.db").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["in", name])
+    with serving.connect(settings) as db:
+        assert [(r["customer_id"], r["total_spent_aud"]) for r in db.summary()] == [
+            (7, Decimal("4.00"))]
