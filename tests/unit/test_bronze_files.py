@@ -172,7 +172,10 @@ def test_file_names_with_glob_characters_are_read_as_written(tmp_path, monkeypat
     for key in [k for k in __import__("os").environ if k.startswith("PURCHASES_DATABASE")]:
         monkeypatch.delenv(key)
     harness = Harness(load_settings(home=tmp_path / home), tmp_path)
-    names = ["sales1.csv", "sales[1].csv", "s*.csv", "s?les1.csv", "b{c,d}.csv"]
+    # A backslash with a glob character anywhere in the path: DuckDB's glob took it for a
+    # separator and never found the file; every run failed on it for good.
+    names = ["sales1.csv", "sales[1].csv", "s*.csv", "s?les1.csv", "b{c,d}.csv", "a*\\b.csv",
+             "back\\slash.csv"]
     for pid, name in enumerate(names, start=100):
         harness.land(name, HEADER + f"{pid},A,B,a@x.io,{pid},2024-01-10,4.00,AUD\n")
     record = harness.run()
@@ -180,13 +183,19 @@ def test_file_names_with_glob_characters_are_read_as_written(tmp_path, monkeypat
                   for f in record.files) == sorted((n, 1, 1, 0) for n in names)
     assert {r["purchase_id"]: r["source_file"].rsplit("/", 1)[1] for r in harness.silver()} == {
         pid: name for pid, name in enumerate(names, start=100)}
-    assert sum(r["total_spent_aud"] for r in harness.summary().values()) == Decimal("20.00")
-    # The query command's views read the same files the same way.
+    assert sum(r["total_spent_aud"] for r in harness.summary().values()) == Decimal("28.00")
+    # The query command's views read the same files the same way; a backslash name it
+    # cannot read (in the home with glob characters) is left out with its reason.
+    files = {r["path"].rsplit("/", 1)[1]: r for r in lake_query(
+        harness.lake, "SELECT path, in_bronze_view, read_error FROM bronze_files")}
+    unread = {n for n, r in files.items() if not r["in_bronze_view"]}
+    assert unread == ({"a*\\b.csv", "back\\slash.csv"} if home != "home" else {"a*\\b.csv"})
+    assert all("backslash" in files[n]["read_error"] for n in unread)
     [bronze] = lake_query(harness.lake, "SELECT count(*) AS n, sum(CAST(amount AS DECIMAL(18,2)))"
                           " AS total FROM bronze")
-    assert (bronze["n"], bronze["total"]) == (5, Decimal("20.00"))
+    assert (bronze["n"], bronze["total"]) == (7 - len(unread), Decimal(4 * (7 - len(unread))))
     [gold] = lake_query(harness.lake, "SELECT count(*) AS n FROM gold")
-    assert gold["n"] == 5
+    assert gold["n"] == 7
 
 
 def test_a_data_file_name_that_cannot_be_landed_stops_a_folder_ingest(tmp_path) -> None:

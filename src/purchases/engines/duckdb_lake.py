@@ -38,6 +38,7 @@ from purchases.engines.duckdb_engine import (
     _path_lit,
     _translate,
     glob_literal,
+    readable_by_name,
 )
 from purchases.errors import InputError, PermanentError
 
@@ -526,9 +527,12 @@ def _landed_files(lake: Lake, commits: list[Commit]) -> list[_LandedFile]:
             entry.status = "processed"
             # The run read these bytes whole already; only the header is needed again.
             layout = bronze.read_layout(lake, obj, outcome.sha256)
-        if layout.rejection is None:
-            entry.layout = layout
-        else:
+        if layout.rejection is not None:
             entry.read_error = f"{layout.rejection}: {layout.detail}"
+        elif not readable_by_name(entry.url):
+            entry.read_error = ("its name holds a backslash, which DuckDB cannot read in a path "
+                                "with * ? or [ (a run reads it from a copy)")
+        else:
+            entry.layout = layout
         found.append(entry)
     return found
