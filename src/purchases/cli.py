@@ -298,6 +298,10 @@ def watch(
     folder = inbox or state.settings.home / "inbox"
     if folder.exists() and not folder.is_dir():
         raise InputError(f"inbox {folder} is a file, not a folder: give a folder to watch")
+    lake = state.settings.lake_uri.removeprefix("file://")
+    if "://" not in lake and _inside(folder, Path(lake)):
+        # It would take the lake's own files (bronze already run) and land them again.
+        raise InputError(f"inbox {folder} is inside the lake {lake}: watch a folder outside it")
     _require_writable_home()
     log_to_stderr()
     for handler in logging.getLogger("purchases.triggers").handlers:

@@ -118,6 +118,19 @@ def test_demo_runs_in_an_empty_home(in_process, tmp_path: Path) -> None:
     assert "Top 5 customers" in out and "rows=50" in out
 
 
+def test_watch_refuses_an_inbox_inside_the_lake(in_process, tmp_path: Path) -> None:
+    """It took the lake's bronze files (already run), moved them out and landed them again
+    under today's date: rows rejected as future-dated were then accepted."""
+    write_csv(tmp_path / "in" / "a.csv", "1,Ann,Lee,ann@x.io,100,2024-01-10,16.00,AUD")
+    assert in_process("ingest", "in", "--date", "2024-01-15")[0] == 0
+    day = tmp_path / "home" / "lake" / "bronze" / "year=2024" / "month=01" / "day=15"
+    for inbox in (day, tmp_path / "home" / "lake"):
+        code, _, err = in_process("watch", str(inbox))
+        assert (code, err) == (1, f"Error: inbox {inbox} is inside the lake "
+                                  f"{tmp_path / 'home' / 'lake'}: watch a folder outside it\n")
+    assert sorted(p.name for p in day.iterdir()) == ["a.csv"]
+
+
 def test_demo_runs_in_a_home_holding_only_what_watch_left(in_process, tmp_path: Path) -> None:
     """A `watch` started and stopped on an empty inbox left inbox/ (and its lock): the home
     holds no data, but demo refused it."""
