@@ -122,6 +122,7 @@ def sync(
         # Validated like the environment variable.
         settings = load_settings({"glue_database": "--database"},
                                  **{**settings.model_dump(), "glue_database": database})
+    glue_catalog.require_catalog(settings)  # before the lake: nothing is made for a refusal
     results = glue_catalog.sync(settings, Lake(settings.lake_uri))
     for r in results:
         say(

@@ -118,6 +118,19 @@ def test_demo_runs_in_an_empty_home(in_process, tmp_path: Path) -> None:
     assert "Top 5 customers" in out and "rows=50" in out
 
 
+def test_refusals_and_printing_ddl_make_no_folder(in_process, tmp_path: Path) -> None:
+    """`aws catalog sync` made ./.purchases/lake before refusing a local lake, and
+    `db upgrade --sql --from base` (documented as not connecting) made the home."""
+    home = tmp_path / "home"
+    code, _, err = in_process("aws", "catalog", "sync", "--database", "db")
+    assert code == 1 and "registers a lake on S3" in err, err
+    code, _, err = in_process("aws", "catalog", "sync")
+    assert code == 1 and "no Glue database configured" in err, err
+    code, out, err = in_process("db", "upgrade", "--sql", "--from", "base")
+    assert code == 0 and "CREATE TABLE customer_purchase_summary" in out, err
+    assert not home.exists() and list(tmp_path.iterdir()) == []
+
+
 def test_watch_refuses_an_inbox_inside_the_lake(in_process, tmp_path: Path) -> None:
     """It took the lake's bronze files (already run), moved them out and landed them again
     under today's date: rows rejected as future-dated were then accepted."""

@@ -298,6 +298,21 @@ def register_batch(settings: Settings, lake: Lake, commit: Commit) -> None:
         _write_marker(settings, lake, done_upto)
 
 
+def require_catalog(settings: Settings) -> None:
+    """What `sync` needs before it touches the lake: a Glue database and an S3 lake.
+
+    Raises:
+        ConfigError: no Glue database is set, or the lake is not on S3.
+    """
+    if not enabled(settings):
+        raise ConfigError(
+            "no Glue database configured: set PURCHASES_GLUE_DATABASE=<name> (or pass --database)"
+        )
+    if not settings.lake_uri.lower().startswith("s3://"):  # the database may be --database's
+        raise ConfigError(f"the Glue catalog registers a lake on S3, not {settings.lake_uri}: "
+                          "set --lake / PURCHASES_LAKE to s3://bucket/prefix")
+
+
 def sync(settings: Settings, lake: Lake) -> list[TableSync]:
     """Make the Glue catalog match the commit log: database and tables created (or updated to
     the contract) if needed, every exposed partition registered, every other one dropped.
@@ -308,13 +323,7 @@ def sync(settings: Settings, lake: Lake) -> list[TableSync]:
         ConfigError: no Glue database is set, or the lake is not on S3.
         TransientError / PermanentError: as `register_batch`.
     """
-    if not enabled(settings):
-        raise ConfigError(
-            "no Glue database configured: set PURCHASES_GLUE_DATABASE=<name> (or pass --database)"
-        )
-    if not _on_s3(lake):  # the database may come from --database: name the lake only
-        raise ConfigError(f"the Glue catalog registers a lake on S3, not {lake.uri}: set "
-                          "--lake / PURCHASES_LAKE to s3://bucket/prefix")
+    require_catalog(settings)
     glue = _GlueCatalog(settings, lake)
     glue.ensure_tables(update=True)
     # Listed before the commit log is read: a partition a concurrent run registers after this
@@ -374,12 +383,8 @@ def _write_marker(settings: Settings, lake: Lake, batch_id: int) -> None:
     lake.write_json(MARKER_PATH, {**_marker_key(settings, lake), "batch_id": batch_id})
 
 
-def _on_s3(lake: Lake) -> bool:
-    return lake.url("").startswith("s3://")
-
-
 def _require_s3(settings: Settings, lake: Lake) -> None:
-    if not _on_s3(lake):
+    if not lake.url("").startswith("s3://"):
         raise ConfigError(
             f"PURCHASES_GLUE_DATABASE={settings.glue_database} needs a lake on S3, not "
             f"{lake.uri}: set PURCHASES_LAKE=s3://bucket/prefix, or unset "

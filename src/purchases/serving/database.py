@@ -29,7 +29,7 @@ from purchases.contract import SERVING_COLUMNS, TOP_CUSTOMERS_COLUMNS, ServingTa
 from purchases.errors import PermanentError, TransientError
 from purchases.faults import fault_point
 from purchases.serving import dialects
-from purchases.serving.connection import create_db_engine, database_url, masked_url
+from purchases.serving.connection import configured_url, create_db_engine, masked_url
 from purchases.serving.dialects import DialectCapabilities
 from purchases.serving.errors import translate
 from purchases.serving.staging import BATCH_COLUMNS, LoadRefused, StagingLoad
@@ -508,4 +508,5 @@ def schema_status(settings: Settings) -> dict[str, Any]:
 def upgrade_sql(settings: Settings, revision: str = "head", start: str | None = None) -> str:
     """The migration DDL from revision `start` (None: an empty database) for the configured
     database's dialect, without connecting."""
-    return migrations.upgrade_sql(database_url(settings), revision, start)
+    # Not prepared for connecting: that makes an embedded database's folder.
+    return migrations.upgrade_sql(configured_url(settings), revision, start)
