@@ -31,7 +31,7 @@ from rich.console import Console
 from purchases import bronze, history, insights, serving
 from purchases.cli_aws import aws_app
 from purchases.cli_db import db_app
-from purchases.cli_params import given_path
+from purchases.cli_params import given_path, given_text
 from purchases.config import Settings, load_settings
 from purchases.contract import TOP_CUSTOMERS_COLUMNS
 from purchases.errors import ConfigError, InputError, PurchasesError
@@ -74,6 +74,7 @@ class State:
     debug: bool = False
     command: str | None = None
     interrupted: bool = False
+    flags: dict[str, str] = {}  # PURCHASES_X -> the flag that set it this time (--x)
 
 
 state = State()
@@ -94,10 +95,12 @@ def _global(
             "(env PURCHASES_HOME; default ./.purchases)."
         ),
     ] = None,
-    lake: Annotated[str | None, typer.Option(help="Lake URI (env PURCHASES_LAKE).")] = None,
+    lake: Annotated[str | None, typer.Option(parser=given_text, metavar="URI",
+                                             help="Lake URI (env PURCHASES_LAKE).")] = None,
     database_url: Annotated[
         str | None,
-        typer.Option(help="SQLAlchemy URL of the serving database (env PURCHASES_DATABASE_URL)."),
+        typer.Option(parser=given_text, metavar="URL",
+                     help="SQLAlchemy URL of the serving database (env PURCHASES_DATABASE_URL)."),
     ] = None,
     fx_rates: Annotated[
         Path | None,
@@ -113,11 +116,12 @@ def _global(
 ) -> None:
     state.debug = debug
     state.command = ctx.invoked_subcommand
-    state.settings = load_settings(
-        {name: "--" + name.replace("_", "-") for name in
-         ("home", "lake", "database_url", "fx_rates", "engine")},
-        home=home, lake=lake, database_url=database_url, fx_rates=fx_rates, engine=engine
-    )
+    given = {"home": home, "lake": lake, "database_url": database_url, "fx_rates": fx_rates,
+             "engine": engine}
+    flags = {name: "--" + name.replace("_", "-") for name in given}
+    state.flags = {f"PURCHASES_{name.upper()}": flags[name]
+                   for name, value in given.items() if value is not None}
+    state.settings = load_settings(flags, **given)
 
 
 def _lake(*, create: bool = True) -> Lake:
@@ -704,7 +708,17 @@ def _interrupted() -> None:
 
 
 def _error(message: object) -> None:
-    err.print(text("Error:", "red"), text(one_line(message)), soft_wrap=True, highlight=False)
+    err.print(text("Error:", "red"), text(one_line(_as_given(str(message)))), soft_wrap=True,
+              highlight=False)
+
+
+def _as_given(message: str) -> str:
+    """A setting the message names by its variable, given this time by its flag, named by the
+    flag: `--database-url 'x'` was told "PURCHASES_DATABASE_URL is not a valid URL"."""
+    for variable, flag in state.flags.items():
+        if flag not in message:  # "(PURCHASES_LAKE/--lake)" names both already
+            message = re.sub(rf"\b{variable}\b", flag, message)
+    return message
 
 
 def _show_usage_error(exc: Any) -> None:

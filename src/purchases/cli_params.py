@@ -17,3 +17,11 @@ def given_path(text: str | Path) -> Path:
     if isinstance(text, str) and not text.strip():
         raise typer.BadParameter("is empty: give a path (. for the current folder)")
     return Path(text)
+
+
+def given_text(text: str) -> str:
+    """A value typed on the command line that names something (a lake URL, a database URL);
+    an empty one was taken for "not given", the default used without a word."""
+    if not text.strip():
+        raise typer.BadParameter("is empty: give a value, or leave the option out")
+    return text

@@ -276,6 +276,9 @@ def test_a_future_ingestion_date_is_a_usage_error(in_process, tmp_path: Path) ->
         (("aws", "package", "--out", ""), "Invalid value for '--out': is empty: give a path"),
         (("--home", "", "runs"), "Invalid value for '--home': is empty: give a path"),
         (("--fx-rates", "", "runs"), "Invalid value for '--fx-rates': is empty: give a path"),
+        # An empty --lake or --database-url was taken for "not given": the default, silently.
+        (("--lake", "", "runs"), "Invalid value for '--lake': is empty: give a value"),
+        (("--database-url", " ", "top"), "Invalid value for '--database-url': is empty"),
         (("watch", "no-such-inbox"), "'no-such-inbox' does not exist"),
         # The program's name is pytest's here: `purchases --home ... top` from the shell.
         (("top", "--home", "h"), "itself: give it before the command, "),

@@ -99,7 +99,8 @@ def test_a_bad_value_given_by_a_flag_is_refused_naming_the_flag(
     monkeypatch.chdir(tmp_path)
     for args, said in (
         (["--engine", "foo", "runs"], "invalid --engine: Input should be 'duckdb' or 'spark'"),
-        (["--lake", " ", "runs"], "invalid --lake: is blank (only spaces): give a path or URL"),
+        (["--database-url", "not a url", "db", "current"],
+         "--database-url is not a valid SQLAlchemy URL"),
         (["aws", "catalog", "sync", "--database", "My-DB"], "invalid --database: use lower-case "
          "letters, digits and underscores (Athena's names)"),
     ):
