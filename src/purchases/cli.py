@@ -555,6 +555,11 @@ def generate(
 
     if problem := days_problem(start, days):
         raise typer.BadParameter(problem, param_hint="'--start' / '--days'")
+    blocked = next((p for p in (out_dir, *out_dir.parents) if p.exists() and not p.is_dir()),
+                   None)
+    if blocked is not None:  # mkdir said only "File exists"
+        raise typer.BadParameter(f"{blocked} is a file, not a folder: give a folder to write "
+                                 "the CSV files to", param_hint="'--out'")
     paths = file_paths(out_dir, days=days, start=start)
     folders = [p for p in paths if p.is_dir()]
     if folders:

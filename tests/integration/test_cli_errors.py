@@ -271,6 +271,7 @@ def test_a_future_ingestion_date_is_a_usage_error(in_process, tmp_path: Path) ->
         (("watch", ""), "Invalid value for 'inbox': is empty: give a path (. for the current"),
         (("ingest", ""), "Invalid value for 'paths': is empty: give a path"),
         (("generate", "--out", ""), "Invalid value for '--out': is empty: give a path"),
+        (("generate", "--out", "a-file.csv"), "a-file.csv is a file, not a folder: give a folder"),
         (("report", "--out", " "), "Invalid value for '--out': is empty: give a path"),
         (("aws", "render", "--out", ""), "Invalid value for '--out': is empty: give a path"),
         (("aws", "package", "--out", ""), "Invalid value for '--out': is empty: give a path"),

@@ -224,3 +224,9 @@ def test_report_of_an_empty_home_and_careless_flags(tmp_path: Path, browser) -> 
     assert err.strip() == (f"Error: cannot write the report to {fifo}: it is not a regular file "
                            "(give --out a file in a folder you can write)"), err
     assert stat.S_ISFIFO(fifo.stat().st_mode)
+    # A file where a folder is meant: mkdir said only "File exists".
+    (tmp_path / "a-file").write_text("")
+    err = cli("report", "--out", str(tmp_path / "a-file" / "r.html"), expect=1).stderr
+    assert err.strip() == (f"Error: cannot write the report to {tmp_path / 'a-file' / 'r.html'}: "
+                           f"{tmp_path / 'a-file'} is a file, not a folder (give --out a file in "
+                           "a folder you can write)"), err

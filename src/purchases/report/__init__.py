@@ -95,17 +95,22 @@ def write_report(settings: Settings, path: Path, *, runs: int = 50, served: bool
     """Write the report to `path` (its folder created if needed) in one step: a browser that
     has it open never reads half a page. Returns the absolute path written."""
     html = build_report(settings, runs=runs, served=served)
-    target = Path(path).expanduser().resolve()
+    shown = Path(path).expanduser().absolute()  # as given: /dev/stdout, not /proc/N/fd/...
+    target = shown.resolve()
     if target.exists() and not target.is_file():
         # The page replaces the file in one step (a rename), which would put it in place of
         # a FIFO or a device (/dev/full) instead of writing into it.
-        raise InputError(f"cannot write the report to {target}: it is not a regular file "
+        raise InputError(f"cannot write the report to {shown}: it is not a regular file "
                          "(give --out a file in a folder you can write)")
+    blocked = next((p for p in target.parents if p.exists() and not p.is_dir()), None)
+    if blocked is not None:  # mkdir said only "File exists"
+        raise InputError(f"cannot write the report to {shown}: {blocked} is a file, not a "
+                         "folder (give --out a file in a folder you can write)")
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     except OSError as exc:
-        raise _unwritable(target, exc) from None
+        raise _unwritable(shown, exc, f"cannot create a file in {target.parent}") from None
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
             fh.write(html)
@@ -113,17 +118,18 @@ def write_report(settings: Settings, path: Path, *, runs: int = 50, served: bool
         os.replace(tmp, target)
     except OSError as exc:
         Path(tmp).unlink(missing_ok=True)
-        raise _unwritable(target, exc) from None
+        raise _unwritable(shown, exc) from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return target
 
 
-def _unwritable(target: Path, exc: OSError) -> InputError:
+def _unwritable(target: Path, exc: OSError, what: str = "") -> InputError:
     """Named after the page, not the temporary file it is written as first."""
-    return InputError(f"cannot write the report to {target}: {exc.strerror or exc} (give "
-                      "--out a file in a folder you can write)")
+    reason = f"{what}: {exc.strerror or exc}" if what else str(exc.strerror or exc)
+    return InputError(f"cannot write the report to {target}: {reason} (give --out a file in "
+                      "a folder you can write)")
 
 
 __all__ = ["ReportData", "build_report", "gather", "write_report"]
