@@ -122,10 +122,18 @@ def land(lake: Lake, sources: list[Path], day: date) -> list[LandedFile]:
 
     A landed file is never overwritten, since it may not have been processed yet: different
     bytes under a name already taken land as `<stem>~<sha256 prefix><suffix>`, a new file.
+
+    Raises:
+        InputError: a source cannot be read (named, with how many landed before it).
     """
     landed = []
     for src in sources:
-        digest = sha256_of(src)
+        try:
+            digest = sha256_of(src)
+        except OSError as exc:  # the OS's message names no file (/proc/self/mem: "I/O error")
+            done = (f" ({len(landed)} file(s) before it landed; the same command lands the "
+                    "rest once it can be read)") if landed else ""
+            raise InputError(f"{src}: cannot read it: {exc.strerror or exc}{done}") from None
         rel = f"{Lake.bronze_dir(day)}/{src.name}"
         if lake.exists(rel) and sha256_of_lake(lake, rel) != digest:
             stem, dot, suffix = src.name.partition(".")

@@ -222,3 +222,20 @@ def test_a_data_file_name_that_cannot_be_landed_stops_a_folder_ingest(tmp_path) 
     (folder / "sub" / "f.csv").unlink()
     (folder / "sub" / "ok.csv").symlink_to(folder / "a.csv")  # a link to a file is taken
     assert source_files([folder]) == [folder / "a.csv", folder / "sub" / "ok.csv"]
+
+
+def test_a_source_that_cannot_be_read_is_named(harness, tmp_path) -> None:
+    """/proc/self/mem behind a .csv link: "Input/output error", naming no file, after the
+    files before it had landed."""
+    from purchases.bronze import land
+    from purchases.errors import InputError
+
+    first = harness.write("a.csv", HEADER + GOOD)
+    unreadable = harness.inbox / "mem.csv"
+    unreadable.symlink_to("/proc/self/mem")
+    with pytest.raises(InputError) as caught:
+        land(harness.lake, [first, unreadable], date(2024, 1, 15))
+    assert str(caught.value) == (
+        f"{unreadable}: cannot read it: Input/output error (1 file(s) before it landed; the "
+        "same command lands the rest once it can be read)")
+    assert [p.rsplit("/", 1)[1] for p in harness.lake.list_files("bronze")] == ["a.csv"]
