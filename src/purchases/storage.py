@@ -199,7 +199,9 @@ def is_bronze_data_file(name: str) -> bool:
 
 def _bronze_object(rel: str, info: dict[str, Any]) -> BronzeObject | None:
     parsed = parse_bronze_path(rel)
-    if not parsed or not is_bronze_data_file(parsed[1]):
+    if not parsed or not is_bronze_data_file(parsed[1]) or info.get("type") == "other":
+        # "other": a FIFO, socket or device put in the lake by hand (ingest lands regular
+        # files only); opening a FIFO would hang every run and query.
         return None
     size = int(info.get("size") or 0)
     stamp = info.get("mtime") or info.get("ETag") or info.get("LastModified") or ""

@@ -239,3 +239,18 @@ def test_a_source_that_cannot_be_read_is_named(harness, tmp_path) -> None:
         f"{unreadable}: cannot read it: Input/output error (1 file(s) before it landed; the "
         "same command lands the rest once it can be read)")
     assert [p.rsplit("/", 1)[1] for p in harness.lake.list_files("bronze")] == ["a.csv"]
+
+
+def test_a_fifo_put_in_bronze_by_hand_is_not_a_bronze_file(harness) -> None:
+    """Opening it hung every run and every query of the bronze views."""
+    import os
+
+    from purchases.engines.duckdb_lake import lake_query
+
+    harness.land("a.csv", HEADER + GOOD)
+    day = harness.lake.full("bronze/year=2024/month=01/day=15")
+    os.mkfifo(f"{day}/fifo.csv")
+    record = harness.run()
+    assert [f["path"].rsplit("/", 1)[1] for f in record.files] == ["a.csv"]
+    assert [r["path"].rsplit("/", 1)[1] for r in lake_query(
+        harness.lake, "SELECT path FROM bronze_files")] == ["a.csv"]
