@@ -516,9 +516,9 @@ def query(
 ) -> None:
     """SQL over the lake (an embedded stand-in for Athena), run by DuckDB."""
     from purchases.engines.duckdb_engine import engine_memory_limit
-    from purchases.engines.duckdb_lake import query_result
+    from purchases.engines.duckdb_lake import holds_no_statement, query_result
 
-    if not sql.strip():
+    if holds_no_statement(sql):  # blanks, comments, semicolons: a usage error, as "" is
         raise typer.BadParameter(
             "the SQL is empty: give a query, e.g. 'SELECT * FROM customers LIMIT 5'",
             param_hint="'SQL'",

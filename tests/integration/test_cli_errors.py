@@ -263,6 +263,8 @@ def test_a_future_ingestion_date_is_a_usage_error(in_process, tmp_path: Path) ->
          "the first day must be 0001-01-31 or later (purchases are dated up to 30 days"),
         (("query", ""), "the SQL is empty"),
         (("query", "  \n "), "the SQL is empty"),
+        (("query", ";"), "the SQL is empty"),
+        (("query", "--", "-- only a comment"), "the SQL is empty"),
         (("query", "-- top five\nSELECT 1"), "SQL that starts with - is read as an option: give "
          "it after --, `purchases query -- \"-- ...\"`"),
         (("top", "--format", "xml"), "--format"),

@@ -221,6 +221,15 @@ def query_result(
     )
 
 
+def holds_no_statement(sql: str) -> bool:
+    """Whether sql is only blanks, comments and semicolons (a syntax error is a statement:
+    running it says what is wrong)."""
+    try:
+        return not _parse(sql)
+    except duckdb.Error:
+        return False
+
+
 def read_only_statement(sql: str) -> duckdb.Statement:
     """The one read-only statement in sql, as DuckDB's parser sees it.
 
