@@ -112,7 +112,8 @@ def _global(
     engine: Annotated[
         str | None, typer.Option(help="duckdb or spark (env PURCHASES_ENGINE).")
     ] = None,
-    debug: Annotated[bool, typer.Option(help="Show full tracebacks on errors.")] = False,
+    debug: Annotated[bool, typer.Option(help="Show full tracebacks on errors.",
+                                        show_default=False)] = False,
 ) -> None:
     state.debug = debug
     state.command = ctx.invoked_subcommand

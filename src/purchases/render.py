@@ -283,6 +283,7 @@ def _render_records(
             title=text(f"-[ row {n} ]-"),
             title_justify="left",
             padding=(0, 1, 0, 0),
+            pad_edge=False,  # no padding after the value: its last column is usable
         )
         block.add_column(style="bold", no_wrap=True)
         block.add_column(overflow="fold")

@@ -184,3 +184,18 @@ def test_help_below_80_columns_cuts_no_word(tmp_path: Path, columns: int) -> Non
             for name in ("PURCHASES_HOME", "PURCHASES_DATABASE_URL", "PURCHASES_FX_RATES"):
                 assert name in text, text
     assert "╭─ Options" in shown(width=80)  # Rich's panels from 80 columns on
+
+
+def test_a_record_value_that_fits_the_line_is_not_folded() -> None:
+    """The record layout padded after the value: at 50 columns a 34-character e-mail beside a
+    15-character field name was folded one character short of the edge."""
+    from rich.console import Console
+
+    from purchases.render import OutputFormat, render_rows
+
+    buf = io.StringIO()
+    row = {"customer_id": 1, "full_name": "Siobhan Smith-Jones",
+           "email": "siobhan_smithjones.1078@icloud.com", "total_spent_aud": 1}
+    render_rows(Console(file=buf, width=50), [row], list(row), OutputFormat.table)
+    assert "email           siobhan_smithjones.1078@icloud.com" in buf.getvalue().splitlines()
+    assert widest(buf.getvalue()) <= 50
