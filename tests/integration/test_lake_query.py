@@ -369,6 +369,14 @@ def test_a_large_result_is_streamed_and_a_table_says_what_it_left_out(harness: H
     # Column names even for no rows; duplicate names kept in CSV.
     assert purchases(home, "query", "SELECT 1 AS a, 2 AS a WHERE false", "--format", "csv"
                      ).stdout == "a,a\n"
+    # An error DuckDB meets in a later batch, as it computes rows while they are fetched:
+    # it escaped as "unexpected ConversionException".
+    late = ("SELECT CAST(CASE WHEN i = 200000 THEN 'x' ELSE '1' END AS INT) AS v "
+            "FROM range(300000) AS t(i)")
+    for fmt in ("table", "csv"):
+        failed = purchases(home, "query", late, "--format", fmt)
+        assert failed.returncode == 1 and failed.stderr == (
+            "Error: SQL error: Conversion Error: Could not convert string 'x' to INT32\n"), fmt
     # DuckDB's limit comes from PURCHASES_MEMORY_LIMIT (less what the process holds).
     limit = purchases(home, "query", "SELECT current_setting('memory_limit') AS m", "--format",
                       "json", PURCHASES_MEMORY_LIMIT="300MiB")

@@ -141,7 +141,7 @@ class _PublicationMoved(Exception):
 def lake_query(lake: Lake, sql: str, params: list[Any] | None = None) -> list[dict[str, Any]]:
     """Run one read-only SQL statement over the lake's views and return its rows (as dicts,
     column name -> value); `query_result` says what the views are and what is raised."""
-    with query_result(lake, sql, params) as result:
+    with query_result(lake, sql, params, fetch_all=True) as result:
         return [dict(zip(result.columns, row, strict=True))
                 for batch in result.batches() for row in batch]
 
@@ -151,19 +151,22 @@ class QueryResult:
     """An executed query: its column names, and its rows fetched a batch at a time."""
 
     columns: list[str]
-    _cursor: duckdb.DuckDBPyConnection
+    _fetch: Callable[[int], list[tuple[Any, ...]]]
 
     def batches(self, size: int = 10_000) -> Iterator[list[tuple[Any, ...]]]:
-        while batch := self._cursor.fetchmany(size):
+        while batch := self._fetch(size):
             yield batch
 
 
 @contextmanager
 def query_result(
-    lake: Lake, sql: str, params: list[Any] | None = None, *, memory_limit: str = "1GB"
+    lake: Lake, sql: str, params: list[Any] | None = None, *, memory_limit: str = "1GB",
+    fetch_all: bool = False,
 ) -> Iterator[QueryResult]:
     """Run one read-only SQL statement over the lake's views; its rows are read from the
-    result while the context is open, never all held in Python at once.
+    result while the context is open, never all held in Python at once (unless `fetch_all`:
+    then every error, a bronze file failing included, is met before the first row, and a
+    file that failed is left out and the query run again).
 
     Views: `silver`, `quarantine`, `gold` (every published change set, with year/month/day)
     and `customers` (current per-customer state), each reading only the files the commit log
@@ -178,6 +181,7 @@ def query_result(
             take `params`.
         params: values bound to the statement's `?` marks.
         memory_limit: DuckDB's memory limit; beyond it the query spills to a private folder.
+        fetch_all: fetch every row before the first is given.
 
     Raises:
         InputError: no SQL, more than one statement, a statement that is not read-only, a
@@ -193,10 +197,8 @@ def query_result(
             landed = _landed_files(lake, commits)
         stack = ExitStack()
         try:
-            # DuckDB runs the whole statement here (a materialised result, spilled beyond
-            # the limit): every error of the query or its files is raised now, none later.
-            result = stack.enter_context(
-                _executed(lake, commits, landed or [], named, sql, params or [], memory_limit))
+            result = stack.enter_context(_executed(
+                lake, commits, landed or [], named, sql, params or [], memory_limit, fetch_all))
         except _ViewMissing:
             named = set(VIEWS)  # named in a way the tokens did not show: build them all
             continue
@@ -330,6 +332,7 @@ def _executed(
     sql: str,
     params: list[Any],
     memory_limit: str,
+    fetch_all: bool,
 ) -> Iterator[QueryResult]:
     # A private spill folder: DuckDB lets a query read its temp directory even with external
     # access off, and the shared /tmp must stay out of reach.
@@ -346,9 +349,21 @@ def _executed(
         con.execute("SET lock_configuration = true")
         try:
             cursor = con.execute(sql, params)
+            rows = cursor.fetchall() if fetch_all else None
         except duckdb.Error as exc:
             raise _query_error(exc, landed, named, staged) from exc
-        yield QueryResult([d[0] for d in cursor.description or []], cursor)
+
+        def fetch(size: int) -> list[tuple[Any, ...]]:
+            if rows is not None:
+                batch = rows[:size]
+                del rows[:size]
+                return batch
+            try:  # DuckDB computes later rows as they are fetched: errors come here too
+                return cursor.fetchmany(size)
+            except duckdb.Error as exc:
+                raise _mid_result(_query_error(exc, landed, named, staged)) from exc
+
+        yield QueryResult([d[0] for d in cursor.description or []], fetch)
     finally:
         engine.close()
         shutil.rmtree(spill, ignore_errors=True)
@@ -378,6 +393,16 @@ def _query_error(
     if isinstance(exc, duckdb.IOException | duckdb.HTTPException | duckdb.OutOfMemoryException):
         return _translate(exc)
     return InputError(f"SQL error: {_first_line(exc)}")
+
+
+def _mid_result(error: Exception) -> Exception:
+    """What a user is told of an error met after rows were given out (no retry then)."""
+    if isinstance(error, _BronzeFileFailed):
+        return InputError(f"a bronze file failed while the query read it ({error}): run it "
+                          "again, and it is left out if it still fails")
+    if isinstance(error, _PublicationMoved | _ViewMissing):
+        return InputError("the lake changed while the query read it: run it again")
+    return error
 
 
 def _first_line(exc: BaseException) -> str:
