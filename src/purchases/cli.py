@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import shlex
-import shutil
 import signal
 import sys
 import tempfile
@@ -423,7 +423,9 @@ def runs_show(
     fmt: FormatOption = OutputFormat.table,
 ) -> None:
     """One run: per-step status, attempts, durations, files, counts and error."""
-    record = history.load(_lake(create=False), run_id)
+    # A 300-character id was "File name too long", ../x a path outside the run records.
+    record = history.load(_lake(create=False), run_id) if history.can_name_a_record(
+        run_id) else None
     if record is None:
         raise InputError(f"no run {run_id!r} (see `purchases runs`)")
     if fmt is OutputFormat.json:
@@ -526,7 +528,14 @@ def query(
         )
     limit = f"{engine_memory_limit(state.settings.memory_limit)}B"
     with query_result(_lake(create=False), sql, memory_limit=limit) as result:
-        render_batches(out, result.columns, result.batches(), fmt)
+        try:
+            render_batches(out, result.columns, result.batches(), fmt)
+        except BrokenPipeError:
+            # The reader stopped early (`| head`): it has what it wanted, so exit 0, as a
+            # result written whole did (click would exit 1). Python's flush at exit would
+            # fail again on the closed pipe: stdout goes to null.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            raise typer.Exit(0) from None
 
 
 # --- sample data -----------------------------------------------------------------------------
@@ -791,7 +800,9 @@ def main(argv: list[str] | None = None) -> Any:
 def _fit_help_to_the_terminal() -> None:
     """Below 80 columns Rich's help panels cut an option's help mid-word (PURCHASES_DATAB…)
     and split choices (<table|csv|j son>); click's plain layout wraps at words: used there."""
-    mode = "rich" if shutil.get_terminal_size().columns >= _RICH_HELP_FROM else None
+    # The width Rich would draw at: it measures the terminal through stdin or stderr too,
+    # where stdout is a pipe (`purchases --help | less`).
+    mode = "rich" if Console().width >= _RICH_HELP_FROM else None
     apps = [app]
     while apps:
         each = apps.pop()
@@ -816,6 +827,7 @@ def _main(argv: list[str] | None) -> Any:
         sys.exit(EXIT_ERROR)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
+
     except (typer.Abort, KeyboardInterrupt):
         _interrupted()
     except OSError as exc:  # the file system refused: name the path, not a Python class

@@ -7,7 +7,6 @@ reading the whole history.
 
 from __future__ import annotations
 
-import re
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
@@ -129,15 +128,15 @@ def load_all(lake: Lake, limit: int | None = None) -> list[RunRecord]:
     return [r for r in (load(lake, i) for i in ids) if r is not None]
 
 
-# What a run id can be: a local one (orchestrator.new_run_id) or a Step Functions execution
-# name (at most 80 letters, digits, - and _). Anything else names no record, and is never made
-# into a path (a 300-character id was "File name too long", "../x" a path outside the runs).
-_RUN_ID = re.compile(r"[A-Za-z0-9_-]{1,80}")
+def can_name_a_record(run_id: str) -> bool:
+    """Whether run_id can be a record's file name: one path component (no /, \\ or leading
+    .), within a file name's length. Ids are chosen by the orchestrator, Glue's --run_id or a
+    Step Functions execution name; `runs show` asks before it makes a path of a typed one."""
+    return (0 < len(run_id.encode()) <= 200 and not run_id.startswith(".")
+            and not set(run_id) & {"/", "\\", "\0"})
 
 
 def load(lake: Lake, run_id: str) -> RunRecord | None:
-    if not _RUN_ID.fullmatch(run_id):
-        return None
     try:
         return RunRecord.from_json(lake.read_json(f"{RUNS_DIR}/{run_id}.json"))
     except FileNotFoundError:

@@ -156,3 +156,28 @@ def test_query_help_names_every_view(cli) -> None:
     shown = " ".join(cli("query", "--help").stdout.split())
     for view in ("silver", "quarantine", "gold", "customers", "bronze", "bronze_files"):
         assert view in shown
+
+
+def test_runs_show_takes_any_id_a_run_can_have(cli, tmp_path: Path) -> None:
+    """Glue's --run_id and Step Functions execution names may hold '.': such a record must
+    load (history.load also serves recovery and run_is_dead), and `runs show` shows it."""
+    import json
+
+    from purchases import history
+    from purchases.storage import Lake
+
+    home = tmp_path / "home"
+    data = tmp_path / "in" / "a.csv"
+    data.parent.mkdir()
+    data.write_text("customer_id,first_name,last_name,email,purchase_id,purchase_date,amount,"
+                    "currency\n1,A,B,a@x.io,10,2024-01-10,4.00,AUD\n")
+    cli("ingest", str(data), "--date", "2024-01-15")
+    cli("run")
+    lake = Lake(str(home / "lake"))
+    [record] = history.load_all(lake)
+    named = "nightly.2024-01-15"
+    copied = {**json.loads(lake.open(f"{history.RUNS_DIR}/{record.run_id}.json").read()),
+              "run_id": named}
+    lake.write_json(f"{history.RUNS_DIR}/{named}.json", copied)
+    assert history.load(lake, named).run_id == named
+    assert f"run {named} " in cli("runs", "show", named).stdout
