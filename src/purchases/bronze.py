@@ -182,7 +182,7 @@ def inspect(
     per file too, so such a file is also read from a copy, in which every line break is LF:
     records end at LF, CRLF or a bare CR outside quotes (as Python's csv splits them), and
     what lies between is parsed as usual (a broken record is malformed_row). A file whose
-    name holds a backslash is read from such a copy too. A clean file (one kind of line
+    path holds a backslash is read from such a copy too. A clean file (one kind of line
     break) is read in place. With `sanitise` False (a read-only caller)
     no copy is written and the file is returned as it is.
 
@@ -216,9 +216,9 @@ def inspect(
     try:
         found = _read_header(lake, base, digest.hexdigest())
         found = dataclasses.replace(found, max_record_bytes=max_record_bytes)
-        # A backslash in its name: DuckDB's reader takes one for a path separator wherever
+        # A backslash in its path: DuckDB's reader takes one for a path separator wherever
         # the path holds a * ? or [ (its glob), and would never find the file.
-        copy_only = endings.mixed or "\\" in obj.path
+        copy_only = endings.mixed or "\\" in lake.url(obj.path)
         if found.rejection is None and sanitise and (check.found or copy_only):
             found = _sanitise(lake, found, scratch, keep_copy=copy_only)
         return found

@@ -517,6 +517,8 @@ class FolderWatcher:
             (item,) = bronze.land(self.lake, [path], day)
         except (OSError, PurchasesError) as exc:
             log.error("could not land %s: %s", path, exc)
+            if path.parent != self.inbox:  # from .landed/, which no scan looks at: try again
+                self.archived[path] = ((-1, -1), self.clock())
             return
         target = path
         if path.parent == self.inbox:

@@ -284,6 +284,16 @@ def test_sync_of_a_local_lake_names_the_lake_not_the_database_setting(
         "PURCHASES_LAKE to s3://bucket/prefix\n")
 
 
+def test_sync_takes_an_s3a_lake_as_runs_do(settings: Any) -> None:
+    """The check before the lake opens compared the text with s3:// only, and refused the
+    s3a:// lake that each run's registration takes."""
+    for lake in ("s3://b/p", "s3a://b/p", "S3://b/p"):
+        glue_catalog.require_catalog(settings.model_copy(
+            update={"glue_database": "db", "lake": lake}))
+    with pytest.raises(ConfigError, match="registers a lake on S3"):
+        glue_catalog.require_catalog(settings.model_copy(update={"glue_database": "db"}))
+
+
 def test_a_local_lake_with_a_glue_database_is_a_config_error(settings: Any) -> None:
     s = settings.model_copy(update={"glue_database": "purchases"})
     with pytest.raises(ConfigError, match="needs a lake on S3"):

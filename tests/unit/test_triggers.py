@@ -356,3 +356,39 @@ def test_a_file_written_on_after_it_was_landed_is_landed_again_whole(
         watcher.tick()
         clock.now += 0.6
     assert len(watcher.runs) == 2
+
+
+def test_a_failed_landing_from_landed_is_tried_again(
+    settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Landing a changed file again from .landed/ (which no scan looks at) that failed was
+    never retried: the rows written after the first landing were lost."""
+    clock = FakeClock()
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    watcher = FolderWatcher(settings, inbox, WatchOptions(settle=1.0, debounce=0.5), clock=clock)
+    watcher.catch_up_at = None
+    writer = (inbox / "slow.csv").open("w", encoding="utf-8", newline="")
+    writer.write(HEADER + "1,A,B,a@x.io,101,2024-01-10,4.00,AUD\n")
+    writer.flush()
+    watcher.events.put(inbox / "slow.csv")
+    for _ in range(4):
+        watcher.tick()
+        clock.now += 0.6
+    assert len(watcher.runs) == 1
+    writer.write("2,C,D,c@x.io,102,2024-01-10,6.00,AUD\n")
+    writer.close()
+    monkeypatch.setenv("PURCHASES_IO_FAULT", "enospc:bronze/")  # the lake's disk is full
+    for _ in range(6):
+        watcher.tick()
+        clock.now += 0.6
+    assert len(watcher.runs) == 1  # it could not land
+    monkeypatch.delenv("PURCHASES_IO_FAULT")
+    for _ in range(8):
+        watcher.tick()
+        clock.now += 0.6
+    (_, second) = watcher.runs
+    assert [(f["rows_in"], f["accepted"], f["duplicates"]) for f in second.files] == [(2, 1, 1)]
+    summary = Harness(settings, tmp_path).summary()
+    assert {c: r["total_spent_aud"] for c, r in summary.items()} == {
+        1: Decimal("4.00"), 2: Decimal("6.00")}

@@ -308,7 +308,7 @@ def require_catalog(settings: Settings) -> None:
         raise ConfigError(
             "no Glue database configured: set PURCHASES_GLUE_DATABASE=<name> (or pass --database)"
         )
-    if not settings.lake_uri.lower().startswith("s3://"):  # the database may be --database's
+    if not settings.lake_uri.lower().startswith(("s3://", "s3a://")):  # maybe --database's
         raise ConfigError(f"the Glue catalog registers a lake on S3, not {settings.lake_uri}: "
                           "set --lake / PURCHASES_LAKE to s3://bucket/prefix")
 
