@@ -382,3 +382,19 @@ def test_a_large_result_is_streamed_and_a_table_says_what_it_left_out(harness: H
                       "json", PURCHASES_MEMORY_LIMIT="300MiB")
     [shown] = json.loads(limit.stdout)
     assert shown["m"].endswith("MiB") and 150 <= float(shown["m"].split()[0]) <= 300, shown
+
+
+def test_a_reader_that_stops_early_ends_the_query_quietly_with_0(harness: Harness) -> None:
+    """`query ... | head`: click exited 1 once the result was written as it was read."""
+    harness.land("a.csv", GOOD)
+    harness.run()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PURCHASES_")}
+    env["PURCHASES_HOME"] = str(harness.settings.home)
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).with_name("purchases")), "query",
+         "SELECT * FROM range(2000000)", "--format", "csv"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    assert proc.stdout is not None and proc.stdout.readline() == b"range\n"
+    proc.stdout.close()  # as head does once it has its lines
+    _, err = proc.communicate(timeout=120)
+    assert (proc.returncode, err) == (0, b"")
