@@ -45,7 +45,7 @@ from purchases.render import (
     say_wrapped,
     text,
 )
-from purchases.storage import Lake, not_a_folder
+from purchases.storage import Lake, file_in_the_way, not_a_folder
 
 EXIT_ERROR, EXIT_USAGE, EXIT_BUSY, EXIT_INTERRUPTED = 1, 2, 3, 130
 # Upper bound of -n/--limit/--rows: beyond it a table is no use, and a larger integer would
@@ -565,9 +565,7 @@ def generate(
 
     if problem := days_problem(start, days):
         raise typer.BadParameter(problem, param_hint="'--start' / '--days'")
-    blocked = next((p for p in (out_dir, *out_dir.parents) if p.exists() and not p.is_dir()),
-                   None)
-    if blocked is not None:  # mkdir said only "File exists"
+    if blocked := file_in_the_way(out_dir):  # mkdir said only "File exists"
         raise typer.BadParameter(f"{blocked} is a file, not a folder: give a folder to write "
                                  "the CSV files to", param_hint="'--out'")
     paths = file_paths(out_dir, days=days, start=start)
@@ -827,7 +825,6 @@ def _main(argv: list[str] | None) -> Any:
         sys.exit(EXIT_ERROR)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
-
     except (typer.Abort, KeyboardInterrupt):
         _interrupted()
     except OSError as exc:  # the file system refused: name the path, not a Python class

@@ -10,7 +10,6 @@ VT, FF and CR and passes ESC and NUL through, so a raw field "\\x1b[2J" would cl
 from __future__ import annotations
 
 import csv
-import io
 import json
 import logging
 import math
@@ -176,18 +175,8 @@ def render_rows(
     JSON escapes control characters itself; CSV keeps values byte-exact for a pipe or a
     file, and escapes controls only when written to a terminal (as `ls` does).
     """
-    if fmt is OutputFormat.json:
-        payload = [{c: scalar(r.get(c)) for c in columns} for r in rows]
-        console.file.write(json.dumps(payload, ensure_ascii=False, default=_json_default) + "\n")
-        return
-    if fmt is OutputFormat.csv:
-        shown = literal if console.is_terminal else str
-        buf = io.StringIO()
-        writer = csv.writer(buf, lineterminator="\n")
-        writer.writerow([shown(c) for c in columns])
-        for r in rows:
-            writer.writerow([shown(_cell(r.get(c))) for c in columns])
-        console.file.write(buf.getvalue())
+    if fmt is not OutputFormat.table:
+        render_batches(console, columns, [[tuple(r.get(c) for c in columns) for r in rows]], fmt)
         return
     if not rows:
         # An empty table squeezed to the terminal is only a wall of folded headers.

@@ -25,6 +25,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import date
+from pathlib import Path
 from typing import Any
 
 import fsspec
@@ -213,6 +214,12 @@ def not_a_folder(path: str | os.PathLike[str], *, missing: str = "does not exist
     if os.path.isdir(path):
         return None
     return "is a file, not a folder" if os.path.exists(path) else missing
+
+
+def file_in_the_way(path: Path) -> Path | None:
+    """The file standing where `path` or one of its folders should be (None: no such file);
+    mkdir would say only "File exists"."""
+    return next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), None)
 
 
 _LAKE_HINT = "a lake (--lake, PURCHASES_LAKE) is a local folder or s3://bucket/prefix"

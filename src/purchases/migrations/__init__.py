@@ -72,12 +72,7 @@ def shipped_revisions() -> list[str]:
 
 def is_known(revision: str) -> bool:
     """Whether this version of the package ships `revision`."""
-    from alembic.util import CommandError
-
-    try:
-        return _script().get_revision(revision) is not None
-    except CommandError:
-        return False
+    return revision in shipped_revisions()
 
 
 def current_revision(connection: sa.Connection) -> str | None:

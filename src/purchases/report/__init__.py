@@ -23,7 +23,7 @@ from purchases import insights
 from purchases.config import Settings
 from purchases.errors import InputError
 from purchases.lineage import database_namespace, lake_namespace
-from purchases.storage import Lake
+from purchases.storage import Lake, file_in_the_way
 
 TOP_N = 5
 
@@ -102,8 +102,7 @@ def write_report(settings: Settings, path: Path, *, runs: int = 50, served: bool
         # a FIFO or a device (/dev/full) instead of writing into it.
         raise InputError(f"cannot write the report to {shown}: it is not a regular file "
                          "(give --out a file in a folder you can write)")
-    blocked = next((p for p in target.parents if p.exists() and not p.is_dir()), None)
-    if blocked is not None:  # mkdir said only "File exists"
+    if blocked := file_in_the_way(target.parent):
         raise InputError(f"cannot write the report to {shown}: {blocked} is a file, not a "
                          "folder (give --out a file in a folder you can write)")
     try:
